@@ -1,0 +1,32 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create or reuse .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint demo bench clean
+
+venv: $(STAMP)
+
+# Re-installs only when requirements.txt or setup.py change (the stamp is newer otherwise).
+$(STAMP): requirements.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m sdsd.demo
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf build dist codes/*.egg-info .pytest_cache .ruff_cache

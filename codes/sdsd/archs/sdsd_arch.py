@@ -1,0 +1,233 @@
+"""SDSD-Net (``denoise_illumination_enhance``): PCD alignment, TSA fusion, and two Retinex branches.
+
+The parameter names and the maths follow the published network exactly (SPEC §1), so the published
+checkpoints load with ``strict=True``. The one structural change is speed: all frames of a window go
+through feature extraction and PCD alignment as one batch instead of a Python loop, and a caller can compute
+each frame's features once and reuse them across overlapping windows (:meth:`extract_features` +
+:meth:`forward_features`), which gives the same numbers as :meth:`forward`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dcn import ModulatedDeformConvPack
+from sdsd.archs.blocks import lrelu, make_blocks, up2
+from sdsd.errors import UserError
+from sdsd.registry import ARCH_REGISTRY
+
+
+def _conv(cin: int, cout: int, k: int = 3, s: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, s, k // 2, bias=True)
+
+
+def _dcn(nf: int, groups: int) -> ModulatedDeformConvPack:
+    return ModulatedDeformConvPack(nf, nf, 3, stride=1, padding=1, dilation=1, deformable_groups=groups,
+                                   extra_offset_mask=True)
+
+
+class PCDAlign(nn.Module):
+    """Pyramid, cascading and deformable alignment of neighbour features to the reference features.
+
+    Inputs are lists ``[L1, L2, L3]`` of ``M x nf x h x w`` tensors holding every (neighbour, reference) pair
+    of the batch stacked along the first axis, so one call aligns all frames of all windows.
+    """
+
+    def __init__(self, nf: int = 64, groups: int = 8):
+        super().__init__()
+        self.L3_offset_conv1 = _conv(nf * 2, nf)
+        self.L3_offset_conv2 = _conv(nf, nf)
+        self.L3_dcnpack = _dcn(nf, groups)
+        self.L2_offset_conv1 = _conv(nf * 2, nf)
+        self.L2_offset_conv2 = _conv(nf * 2, nf)
+        self.L2_offset_conv3 = _conv(nf, nf)
+        self.L2_dcnpack = _dcn(nf, groups)
+        self.L2_fea_conv = _conv(nf * 2, nf)
+        self.L1_offset_conv1 = _conv(nf * 2, nf)
+        self.L1_offset_conv2 = _conv(nf * 2, nf)
+        self.L1_offset_conv3 = _conv(nf, nf)
+        self.L1_dcnpack = _dcn(nf, groups)
+        self.L1_fea_conv = _conv(nf * 2, nf)
+        self.cas_offset_conv1 = _conv(nf * 2, nf)
+        self.cas_offset_conv2 = _conv(nf, nf)
+        self.cas_dcnpack = _dcn(nf, groups)
+
+    def forward(self, nbr: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.Tensor:
+        off3 = lrelu(self.L3_offset_conv1(torch.cat([nbr[2], ref[2]], 1)))
+        off3 = lrelu(self.L3_offset_conv2(off3))
+        fea3 = lrelu(self.L3_dcnpack([nbr[2], off3]))
+
+        off2 = lrelu(self.L2_offset_conv1(torch.cat([nbr[1], ref[1]], 1)))
+        off2 = lrelu(self.L2_offset_conv2(torch.cat([off2, up2(off3) * 2], 1)))
+        off2 = lrelu(self.L2_offset_conv3(off2))
+        fea2 = self.L2_dcnpack([nbr[1], off2])
+        fea2 = lrelu(self.L2_fea_conv(torch.cat([fea2, up2(fea3)], 1)))
+
+        off1 = lrelu(self.L1_offset_conv1(torch.cat([nbr[0], ref[0]], 1)))
+        off1 = lrelu(self.L1_offset_conv2(torch.cat([off1, up2(off2) * 2], 1)))
+        off1 = lrelu(self.L1_offset_conv3(off1))
+        fea1 = self.L1_dcnpack([nbr[0], off1])
+        fea1 = self.L1_fea_conv(torch.cat([fea1, up2(fea2)], 1))
+
+        off = lrelu(self.cas_offset_conv1(torch.cat([fea1, ref[0]], 1)))
+        off = lrelu(self.cas_offset_conv2(off))
+        return lrelu(self.cas_dcnpack([fea1, off]))
+
+
+class TSAFusion(nn.Module):
+    """Temporal and spatial attention fusion of N aligned frames into one feature map."""
+
+    def __init__(self, nf: int = 64, nframes: int = 5, center: int = 2):
+        super().__init__()
+        self.center = center
+        self.tAtt_1 = _conv(nf, nf)
+        self.tAtt_2 = _conv(nf, nf)
+        self.fea_fusion = _conv(nframes * nf, nf, 1)
+        self.sAtt_1 = _conv(nframes * nf, nf, 1)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.avgpool = nn.AvgPool2d(3, stride=2, padding=1)
+        self.sAtt_2 = _conv(nf * 2, nf, 1)
+        self.sAtt_3 = _conv(nf, nf)
+        self.sAtt_4 = _conv(nf, nf, 1)
+        self.sAtt_5 = _conv(nf, nf)
+        self.sAtt_L1 = _conv(nf, nf, 1)
+        self.sAtt_L2 = _conv(nf * 2, nf)
+        self.sAtt_L3 = _conv(nf, nf)
+        self.sAtt_add_1 = _conv(nf, nf, 1)
+        self.sAtt_add_2 = _conv(nf, nf, 1)
+
+    def forward(self, aligned: torch.Tensor) -> torch.Tensor:
+        b, n, c, h, w = aligned.shape
+        emb_ref = self.tAtt_2(aligned[:, self.center])
+        emb = self.tAtt_1(aligned.reshape(b * n, c, h, w)).view(b, n, c, h, w)
+        prob = torch.sigmoid((emb * emb_ref.unsqueeze(1)).sum(2, keepdim=True))
+        weighted = (aligned * prob).reshape(b, n * c, h, w)
+
+        fea = lrelu(self.fea_fusion(weighted))
+        att = lrelu(self.sAtt_1(weighted))
+        att = lrelu(self.sAtt_2(torch.cat([self.maxpool(att), self.avgpool(att)], 1)))
+        att_l = lrelu(self.sAtt_L1(att))
+        att_l = lrelu(self.sAtt_L2(torch.cat([self.maxpool(att_l), self.avgpool(att_l)], 1)))
+        att_l = up2(lrelu(self.sAtt_L3(att_l)))
+        att = lrelu(self.sAtt_3(att)) + att_l
+        att = up2(lrelu(self.sAtt_4(att)))
+        att = self.sAtt_5(att)
+        att_add = self.sAtt_add_2(lrelu(self.sAtt_add_1(att)))
+        return fea * torch.sigmoid(att) * 2 + att_add
+
+
+@ARCH_REGISTRY.register("denoise_illumination_enhance", aliases=("SDSDNet",))
+class DenoiseIlluminationEnhance(nn.Module):
+    """SDSD-Net. Input ``B x N x 3 x H x W`` RGB in [0, 1] (H, W multiples of 16).
+
+    Returns ``(enhanced, illumination, denoised)``, each ``B x 3 x H x W``:
+    ``denoised = centre - noise``, ``illumination = min(max(ill_raw, centre), 1)``,
+    ``enhanced = denoised / clamp(illumination, 1e-3, 1)`` (Retinex composition, SPEC §1).
+
+    Args:
+        nf: feature channels. nframes: frames per window. groups: deformable groups.
+        front_RBs / back_RBs: residual blocks before alignment / in each reconstruction branch.
+        center: reference frame index (default ``nframes // 2``).
+        predeblur, HR_in: accepted for option-file compatibility; they have no effect.
+        w_TSA: TSA fusion (else a single 1x1 conv over the concatenated frames).
+    """
+
+    def __init__(self, nf: int = 64, nframes: int = 5, groups: int = 8, front_RBs: int = 5, back_RBs: int = 10,
+                 center: int | None = None, predeblur: bool = True, HR_in: bool = True, w_TSA: bool = True):
+        super().__init__()
+        self.nf, self.nframes, self.groups = nf, nframes, groups
+        self.center = nframes // 2 if center is None else center
+        if not 0 <= self.center < nframes:
+            raise UserError(f"network_G.center={center} must be within [0, nframes={nframes})")
+        self.w_TSA = w_TSA
+
+        self.conv_first_1 = _conv(3, nf)
+        self.conv_first_2 = _conv(nf, nf, 3, 2)
+        self.conv_first_3 = _conv(nf, nf, 3, 2)
+        self.feature_extraction = make_blocks(front_RBs, nf)
+        self.fea_L2_conv1 = _conv(nf, nf, 3, 2)
+        self.fea_L2_conv2 = _conv(nf, nf)
+        self.fea_L3_conv1 = _conv(nf, nf, 3, 2)
+        self.fea_L3_conv2 = _conv(nf, nf)
+        self.pcd_align = PCDAlign(nf, groups)
+        if w_TSA:
+            self.tsa_fusion = TSAFusion(nf, nframes, self.center)
+        else:
+            self.tsa_fusion = _conv(nframes * nf, nf, 1)
+
+        for suffix in ("_denoise", ""):
+            setattr(self, "recon_trunk" + suffix, make_blocks(back_RBs, nf))
+            setattr(self, "upconv1" + suffix, _conv(nf, nf * 4))
+            setattr(self, "upconv2" + suffix, _conv(nf, 64 * 4))
+            setattr(self, "HRconv" + suffix, _conv(64, 64))
+            setattr(self, "conv_last" + suffix, _conv(64, 3))
+        self.pixel_shuffle = nn.PixelShuffle(2)
+
+    # -- stages -------------------------------------------------------------------------------------------------
+
+    def extract_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-frame pyramid features. ``frames``: ``T x 3 x H x W`` -> ``(L1, L2, L3)``, ``T x nf x H/4|8|16``."""
+        self._check_size(frames.shape[-2], frames.shape[-1])
+        l1 = lrelu(self.conv_first_1(frames))
+        l1 = lrelu(self.conv_first_2(l1))
+        l1 = lrelu(self.conv_first_3(l1))
+        l1 = self.feature_extraction(l1)
+        l2 = lrelu(self.fea_L2_conv2(lrelu(self.fea_L2_conv1(l1))))
+        l3 = lrelu(self.fea_L3_conv2(lrelu(self.fea_L3_conv1(l2))))
+        return l1, l2, l3
+
+    def forward_features(self, feats: tuple[torch.Tensor, ...], base: torch.Tensor):
+        """Align, fuse and reconstruct from per-window features.
+
+        Args:
+            feats: ``(L1, L2, L3)``, each ``B x N x nf x h x w`` (the window's frames in order).
+            base: the centre input frame, ``B x 3 x H x W``.
+
+        Returns:
+            ``(enhanced, illumination, denoised)``, each ``B x 3 x H x W``.
+        """
+        b, n = feats[0].shape[:2]
+        if n != self.nframes:
+            raise UserError(f"the network was built for nframes={self.nframes} but got windows of {n} frames")
+        c = self.center
+        nbr = [f.reshape(b * n, *f.shape[2:]) for f in feats]
+        ref = [f[:, c:c + 1].expand(b, n, *f.shape[2:]).reshape(b * n, *f.shape[2:]) for f in feats]
+        aligned = self.pcd_align(nbr, ref).view(b, n, self.nf, *feats[0].shape[-2:])
+        if self.w_TSA:
+            fea = self.tsa_fusion(aligned)
+        else:
+            fea = self.tsa_fusion(aligned.reshape(b, n * self.nf, *aligned.shape[-2:]))
+
+        noise = self._reconstruct(fea, "_denoise")
+        ill_raw = self._reconstruct(fea, "")
+        denoised = base - noise
+        illumination = torch.clamp(torch.maximum(ill_raw, base), max=1.0)
+        enhanced = denoised / torch.clamp(illumination, 0.001, 1.0)
+        return enhanced, illumination, denoised
+
+    def forward(self, x: torch.Tensor):
+        """``x``: ``B x N x 3 x H x W`` -> ``(enhanced, illumination, denoised)``, each ``B x 3 x H x W``."""
+        if x.dim() != 5 or x.shape[2] != 3:
+            raise UserError(f"expected input of shape B x N x 3 x H x W, got {tuple(x.shape)}")
+        b, n, _, h, w = x.shape
+        self._check_size(h, w)
+        feats = self.extract_features(x.reshape(b * n, 3, h, w))
+        feats = tuple(f.view(b, n, *f.shape[1:]) for f in feats)
+        return self.forward_features(feats, x[:, self.center])
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _reconstruct(self, fea: torch.Tensor, suffix: str) -> torch.Tensor:
+        out = getattr(self, "recon_trunk" + suffix)(fea)
+        out = lrelu(self.pixel_shuffle(getattr(self, "upconv1" + suffix)(out)))
+        out = lrelu(self.pixel_shuffle(getattr(self, "upconv2" + suffix)(out)))
+        out = lrelu(getattr(self, "HRconv" + suffix)(out))
+        return getattr(self, "conv_last" + suffix)(out)
+
+    @staticmethod
+    def _check_size(h: int, w: int) -> None:
+        if h % 16 or w % 16:
+            raise UserError(
+                f"frame size {h}x{w} (HxW) is not a multiple of 16; resize it (train_size) or pad it "
+                "(sdsd.enhance pads automatically)")
