@@ -1,0 +1,687 @@
+"""Synthesize a paired low-light video dataset in the SDSD folder layout from real normal-light content.
+
+Output (the layout the SDSD datasets read)::
+
+    OUT/GT/scene001/0000.npy ...      clean frames, uint8, H x W x 3, BGR (as OpenCV writes)
+    OUT/input/scene001/0000.npy ...   the same frames after the low-light degradation below
+    OUT/testing_dir.txt               the last ``--test-scenes`` scene names, comma separated: the value for a
+                                      YAML ``testing_dir:`` option
+    OUT/summary.json                  parameters, scene names and the mean input PSNR against GT
+
+Content:
+
+* ``--images`` (default): the real photographs that ship inside scikit-image (no download). Each scene is one
+  photograph turned into a clip by a smooth camera motion (a crop window that drifts, zooms and rolls slightly,
+  resampled at sub-pixel positions with ``cv2.warpAffine``) with 1-3 objects cut from *other* photographs (soft
+  alpha edges) moving along their own smooth paths, so frames need real temporal alignment.
+* ``--video FILE``: any video PyAV can decode, centre-cropped to the aspect ratio of ``--size``, resized and cut
+  into consecutive scenes of ``--frames`` frames (a last partial scene is dropped).
+
+Degradation (per scene, a simple physical camera model), applied to the clean uint8 frames:
+
+1. linearise with the inverse sRGB transfer curve, so values are linear scene light in [0, 1] (1 = clipping);
+2. multiply by an exposure factor ``k`` drawn log-uniformly from ``--exposure MIN MAX`` (one per scene);
+3. optionally multiply each channel by a colour-cast gain ``exp(u_c)``, ``u_c ~ U(-s, s)`` with
+   ``s = --color-cast``, normalised to a geometric mean of 1 (a wrong white balance; 0 disables it);
+4. add Poisson-Gaussian sensor noise: ``y = a * Poisson(x / a) + Normal(0, b^2)``, where ``a = --shot-noise`` is
+   the signal-dependent variance gain (variance ``a * x``; ``1 / a`` photo-electrons at full scale) and
+   ``b = --read-noise`` is the standard deviation of the signal-independent noise, both in units of the linear
+   signal where 1.0 is full scale; the result is clipped to [0, 1];
+5. re-apply the sRGB transfer curve and quantise to uint8.
+
+Everything is drawn from ``--seed`` and the scene index alone, so the same parameters give the same bytes
+whatever ``--workers`` is. Rerunning with the same parameters into a complete folder returns at once; a
+folder left half-written by an interrupted run is completed.
+
+Example::
+
+    python -m sdsd.tools.synthesize dataset/synthetic --scenes 12 --test-scenes 2 --frames 20 --size 128 192
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import functools
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sdsd.errors import UserError, cli_main
+
+FORMAT_NAME = "sdsd-synthesize"
+FORMAT_VERSION = 1
+_PARAMS_FILE = ".synthesize.json"  # written first; a dot file so `glob(folder/*)` readers never see it
+_SUMMARY_FILE = "summary.json"  # written last; its presence means the dataset is complete
+_TESTING_FILE = "testing_dir.txt"
+
+DEFAULT_SCENES = 12
+DEFAULT_TEST_SCENES = 2
+DEFAULT_FRAMES = 20
+DEFAULT_SIZE = (128, 192)
+DEFAULT_EXPOSURE = (0.05, 0.2)
+DEFAULT_SHOT_NOISE = 1e-3
+DEFAULT_READ_NOISE = 1e-3
+DEFAULT_COLOR_CAST = 0.0
+
+# (skimage.data function, index into its result when it returns a tuple, group). Photos of one group show the
+# same thing (the two motorcycle views), so an object is never cut from its own background's group.
+_PHOTOS = (
+    ("astronaut", None, "astronaut"),
+    ("coffee", None, "coffee"),
+    ("chelsea", None, "chelsea"),
+    ("rocket", None, "rocket"),
+    ("stereo_motorcycle", 0, "motorcycle"),
+    ("stereo_motorcycle", 1, "motorcycle"),
+    ("immunohistochemistry", None, "ihc"),
+    ("hubble_deep_field", None, "hubble"),
+)
+
+
+# --------------------------------------------------------------------------------------------- tone curves
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """Inverse sRGB transfer curve (IEC 61966-2-1) for values in [0, 1]."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(y: np.ndarray) -> np.ndarray:
+    """sRGB transfer curve (IEC 61966-2-1) for linear values in [0, 1]."""
+    y = np.clip(np.asarray(y, dtype=np.float32), 0.0, 1.0)
+    return np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.power(y, 1.0 / 2.4) - 0.055).astype(np.float32)
+
+
+_LINEAR_LUT = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0)
+
+
+def degrade_clip(
+    frames: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    exposure: tuple[float, float] = DEFAULT_EXPOSURE,
+    shot_noise: float = DEFAULT_SHOT_NOISE,
+    read_noise: float = DEFAULT_READ_NOISE,
+    color_cast: float = DEFAULT_COLOR_CAST,
+) -> tuple[np.ndarray, dict]:
+    """Turn clean frames into low-light frames with the camera model in the module docstring.
+
+    Args:
+        frames: ``T x H x W x 3`` uint8 clean frames (any channel order; the cast gains follow it).
+        rng: random generator; one exposure and one colour cast are drawn for the whole clip.
+        exposure: ``(min, max)`` of the log-uniform exposure factor.
+        shot_noise: Poisson variance gain ``a`` (variance ``a * x`` of a linear signal ``x`` in [0, 1]).
+        read_noise: standard deviation ``b`` of the Gaussian noise, same unit.
+        color_cast: half-width ``s`` of the log-gain range per channel; 0 disables the cast.
+
+    Returns:
+        ``(low, info)``: the degraded uint8 frames (same shape) and ``{"exposure": k, "gains": [g0, g1, g2]}``.
+    """
+    lo, hi = exposure
+    k = float(math.exp(rng.uniform(math.log(lo), math.log(hi)))) if hi > lo else float(lo)
+    log_gains = rng.uniform(-color_cast, color_cast, size=3) if color_cast > 0 else np.zeros(3)
+    gains = np.exp(log_gains - log_gains.mean())
+    x = _LINEAR_LUT[frames] * (k * gains).astype(np.float32)
+    np.clip(x, 0.0, 1.0, out=x)  # a channel pushed past full scale by the cast saturates like a sensor
+    if shot_noise > 0:
+        x = (rng.poisson(x / shot_noise) * shot_noise).astype(np.float32)
+    if read_noise > 0:
+        x += np.float32(read_noise) * rng.standard_normal(size=x.shape, dtype=np.float32)
+    low = np.round(linear_to_srgb(x) * 255.0).astype(np.uint8)
+    return low, {"exposure": k, "gains": [float(g) for g in gains]}
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two uint8 images: ``20 * log10(255 / sqrt(mse))`` in float64 (inf when equal)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(20.0 * math.log10(255.0 / math.sqrt(mse)))
+
+
+# --------------------------------------------------------------------------------------------- image scenes
+@functools.lru_cache(maxsize=1)
+def _load_photos() -> tuple[tuple[np.ndarray, str], ...]:
+    """The shipped scikit-image photographs as BGR uint8 arrays (loaded once per process)."""
+    from skimage import data as skdata
+
+    photos = []
+    for name, index, group in _PHOTOS:
+        try:
+            img = getattr(skdata, name)()
+        except Exception as exc:  # any failure here means this scikit-image cannot supply the file offline
+            raise UserError(
+                f"scikit-image photo '{name}' is not available offline ({type(exc).__name__}: {exc}); "
+                "reinstall scikit-image or use --video FILE"
+            ) from None
+        if index is not None:
+            img = img[index]
+        img = np.ascontiguousarray(img[..., :3][..., ::-1])  # RGB -> BGR, as every other array here
+        photos.append((img, group))
+    return tuple(photos)
+
+
+def _fit_scale(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize ``img`` to ``height x width`` (area filter when shrinking, cubic when enlarging)."""
+    interp = cv2.INTER_AREA if img.shape[0] > height else cv2.INTER_CUBIC
+    return cv2.resize(img, (width, height), interpolation=interp)
+
+
+def _smooth_path(rng: np.random.Generator, t: np.ndarray, start: np.ndarray, end: np.ndarray, wobble: float):
+    """Points from ``start`` to ``end`` with an ease-in/out profile plus a sinusoidal sideways wobble."""
+    ease = t * t * (3.0 - 2.0 * t)
+    d = end - start
+    normal = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-9)
+    phase, cycles = rng.uniform(0, 2 * math.pi), rng.uniform(0.3, 1.2)
+    side = wobble * np.sin(2 * math.pi * cycles * t + phase)
+    return start[None] + ease[:, None] * d[None] + side[:, None] * normal[None]
+
+
+def _object_sprite(rng: np.random.Generator, photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A ``h x w x 4`` float32 BGRA patch cut from ``photo`` with a soft elliptic or rounded-box alpha."""
+    h, w = size
+    scale = max(h / photo.shape[0], w / photo.shape[1]) * rng.uniform(1.5, 3.0)
+    src = _fit_scale(photo, max(h, round(photo.shape[0] * scale)), max(w, round(photo.shape[1] * scale)))
+    y0 = int(rng.integers(0, src.shape[0] - h + 1))
+    x0 = int(rng.integers(0, src.shape[1] - w + 1))
+    patch = src[y0 : y0 + h, x0 : x0 + w].astype(np.float32) / 255.0
+    sigma = max(0.8, 0.04 * min(h, w))
+    inset = int(math.ceil(2.5 * sigma))  # keeps the blurred alpha at zero on the patch border
+    alpha = np.zeros((h, w), np.float32)
+    if rng.random() < 0.5:
+        axes = (max(1, w // 2 - inset), max(1, h // 2 - inset))
+        cv2.ellipse(alpha, (w // 2, h // 2), axes, 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+    else:
+        cv2.rectangle(alpha, (inset, inset), (w - 1 - inset, h - 1 - inset), 1.0, -1, cv2.LINE_AA)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
+    return np.dstack([patch, alpha])
+
+
+def render_image_scene(scene_index: int, frames: int, size: tuple[int, int], seed: int) -> np.ndarray:
+    """Render one clean clip from the shipped photographs.
+
+    Args:
+        scene_index: 0-based scene number; picks the background photo and seeds everything else.
+        frames: number of frames.
+        size: ``(H, W)`` of the frames.
+        seed: dataset seed.
+
+    Returns:
+        ``frames x H x W x 3`` uint8 BGR clip.
+    """
+    content_rng, _ = _scene_rngs(seed, scene_index)
+    photos = _load_photos()
+    height, width = size
+    order = np.random.default_rng(seed).permutation(len(photos))  # same photo order for every scene
+    bg, bg_group = photos[int(order[scene_index % len(photos)])]
+    if content_rng.random() < 0.5:
+        bg = bg[:, ::-1]
+    # The photo is resized so the output window covers 1/margin of it: room to travel and zoom without borders.
+    margin = content_rng.uniform(1.35, 1.8)
+    f = max(height * margin / bg.shape[0], width * margin / bg.shape[1])
+    bg = _fit_scale(bg, round(bg.shape[0] * f), round(bg.shape[1] * f)).astype(np.float32) / 255.0
+    bh, bw = bg.shape[:2]
+
+    t = np.linspace(0.0, 1.0, frames)
+    zoom = np.exp(np.linspace(*content_rng.uniform(math.log(0.85), math.log(1.15), size=2), frames))
+    roll = np.deg2rad(content_rng.uniform(-3, 3)) * np.sin(math.pi * t * content_rng.uniform(0.5, 1.5))
+    # Half extent of the rotated, zoomed window in photo pixels bounds where its centre may go.
+    half = np.array([width, height], np.float64) / 2 * zoom.max() * (1 + abs(roll).max())
+    lo, hi = half + 1, np.array([bw, bh]) - half - 1
+    speed = content_rng.uniform(0.4, 2.5)  # output pixels per frame
+    direction = content_rng.uniform(0, 2 * math.pi)
+    travel = speed * max(frames - 1, 1) * np.array([math.cos(direction), math.sin(direction)])
+    travel = np.clip(travel, -(hi - lo), hi - lo)
+    start = lo + content_rng.uniform(0, 1, size=2) * (hi - lo - abs(travel)) + np.maximum(-travel, 0)
+    centres = np.clip(_smooth_path(content_rng, t, start, start + travel, content_rng.uniform(0, 2)), lo, hi)
+
+    sprites, paths = [], []
+    others = [p for p, g in photos if g != bg_group]
+    for _ in range(int(content_rng.integers(1, 4))):
+        photo = others[int(content_rng.integers(len(others)))]
+        oh = int(round(height * content_rng.uniform(0.22, 0.42)))
+        ow = int(round(oh * content_rng.uniform(0.7, 1.5)))
+        sprites.append(_object_sprite(content_rng, photo, (oh, min(ow, width - 2))))
+        inner = np.array([width, height], np.float64)
+        p0 = content_rng.uniform(0.15, 0.85, size=2) * inner
+        step = content_rng.uniform(0.8, 3.5) * max(frames - 1, 1)  # output pixels over the clip
+        angle = content_rng.uniform(0, 2 * math.pi)
+        p1 = np.clip(p0 + step * np.array([math.cos(angle), math.sin(angle)]), 0.1 * inner, 0.9 * inner)
+        spin = np.deg2rad(content_rng.uniform(-1.0, 1.0)) * np.arange(frames)
+        grow = np.exp(np.linspace(0.0, content_rng.uniform(-0.15, 0.15), frames))
+        paths.append((_smooth_path(content_rng, t, p0, p1, content_rng.uniform(0, 4)), spin, grow))
+
+    out_centre = np.array([(width - 1) / 2, (height - 1) / 2])
+    clip = np.empty((frames, height, width, 3), np.uint8)
+    for i in range(frames):
+        # Inverse map (output -> photo): src = centre + zoom * R(roll) * (dst - out_centre).
+        c, s = zoom[i] * math.cos(roll[i]), zoom[i] * math.sin(roll[i])
+        lin = np.array([[c, -s], [s, c]])
+        m = np.hstack([lin, (centres[i] - lin @ out_centre)[:, None]])
+        frame = cv2.warpAffine(
+            bg, m, (width, height), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101
+        )
+        for sprite, (pos, spin, grow) in zip(sprites, paths):
+            # Forward map (sprite -> output): dst = pos + grow * R(spin) * (src - sprite_centre).
+            sc = np.array([(sprite.shape[1] - 1) / 2, (sprite.shape[0] - 1) / 2])
+            c, s = grow[i] * math.cos(spin[i]), grow[i] * math.sin(spin[i])
+            lin = np.array([[c, -s], [s, c]])
+            m = np.hstack([lin, (pos[i] - lin @ sc)[:, None]])
+            layer = cv2.warpAffine(sprite, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            a = layer[..., 3:]
+            frame = layer[..., :3] * a + frame * (1.0 - a)
+        clip[i] = np.round(np.clip(frame, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return clip
+
+
+# --------------------------------------------------------------------------------------------- video scenes
+def _fit_frame(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Centre-crop ``img`` to the aspect ratio of ``height x width``, then resize to it."""
+    ih, iw = img.shape[:2]
+    if ih * width > iw * height:
+        ch = max(1, round(iw * height / width))
+        y0 = (ih - ch) // 2
+        img = img[y0 : y0 + ch]
+    else:
+        cw = max(1, round(ih * width / height))
+        x0 = (iw - cw) // 2
+        img = img[:, x0 : x0 + cw]
+    interp = cv2.INTER_AREA if img.shape[0] > height else cv2.INTER_CUBIC
+    return cv2.resize(img, (width, height), interpolation=interp)
+
+
+def _video_clips(path: Path, frames: int, size: tuple[int, int], limit: int | None):
+    """Yield consecutive ``frames x H x W x 3`` uint8 BGR clips decoded from ``path`` (at most ``limit``)."""
+    import av
+
+    height, width = size
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise UserError(f"cannot open video {path}: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise UserError(f"{path} has no video stream; pass a video file to --video")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        buf, count = [], 0
+        try:
+            for frame in container.decode(stream):
+                buf.append(_fit_frame(frame.to_ndarray(format="bgr24"), height, width))
+                if len(buf) == frames:
+                    yield np.stack(buf)
+                    buf, count = [], count + 1
+                    if limit is not None and count >= limit:
+                        return
+        except av.error.FFmpegError as exc:
+            raise UserError(f"cannot decode video {path} after {count * frames + len(buf)} frames: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------- writing
+def _scene_rngs(seed: int, scene_index: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent (content, degradation) generators; changing the noise never changes the content."""
+    content, noise = np.random.SeedSequence([seed, scene_index]).spawn(2)
+    return np.random.default_rng(content), np.random.default_rng(noise)
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a hidden temp file in the same folder, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _frame_names(frames: int) -> list[str]:
+    width = max(4, len(str(frames - 1)))
+    return [f"{i:0{width}d}.npy" for i in range(frames)]
+
+
+def _scene_names(scenes: int) -> list[str]:
+    width = max(3, len(str(scenes)))
+    return [f"scene{i + 1:0{width}d}" for i in range(scenes)]
+
+
+def _scene_complete(out: Path, scene: str, frames: int) -> bool:
+    names = _frame_names(frames)
+    return all((out / sub / scene / n).is_file() for sub in ("GT", "input") for n in names)
+
+
+def _scene_psnr_from_disk(out: Path, scene: str, frames: int) -> float:
+    values = [
+        psnr_uint8(np.load(out / "input" / scene / n), np.load(out / "GT" / scene / n)) for n in _frame_names(frames)
+    ]
+    return float(np.mean(values))
+
+
+def _finish_scene(out: Path, scene: str, scene_index: int, clip: np.ndarray | None, params: dict) -> float:
+    """Degrade one clean clip, write GT and input frames, return the scene's mean input PSNR."""
+    cv2.setNumThreads(1)  # workers already run in parallel; nested OpenCV threads only oversubscribe
+    if clip is None:
+        clip = render_image_scene(scene_index, params["frames"], tuple(params["size"]), params["seed"])
+    _, noise_rng = _scene_rngs(params["seed"], scene_index)
+    low, _ = degrade_clip(
+        clip,
+        noise_rng,
+        exposure=tuple(params["exposure"]),
+        shot_noise=params["shot_noise"],
+        read_noise=params["read_noise"],
+        color_cast=params["color_cast"],
+    )
+    for sub in ("GT", "input"):
+        (out / sub / scene).mkdir(parents=True, exist_ok=True)
+    for name, gt, lq in zip(_frame_names(len(clip)), clip, low):
+        _save_atomic(out / "GT" / scene / name, gt)
+        _save_atomic(out / "input" / scene / name, lq)
+    return float(np.mean([psnr_uint8(lq, gt) for gt, lq in zip(clip, low)]))
+
+
+# --------------------------------------------------------------------------------------------- checks
+def _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_noise, color_cast, workers):
+    if scenes is not None and scenes < 1:
+        raise UserError(f"--scenes must be at least 1, got {scenes}")
+    if test_scenes < 0 or (scenes is not None and test_scenes >= scenes):
+        raise UserError(f"--test-scenes must be in [0, --scenes - 1] so at least one scene trains, got {test_scenes}")
+    if frames < 1:
+        raise UserError(f"--frames must be at least 1, got {frames}")
+    if len(size) != 2 or any(v < 16 or v % 16 for v in size):
+        raise UserError(f"--size H W must be two multiples of 16 (the network needs them), got {list(size)}")
+    lo, hi = exposure
+    if not 0 < lo <= hi <= 1:
+        raise UserError(f"--exposure MIN MAX needs 0 < MIN <= MAX <= 1, got {lo} {hi}")
+    for name, value in (("--shot-noise", shot_noise), ("--read-noise", read_noise), ("--color-cast", color_cast)):
+        if not (value >= 0 and math.isfinite(value)):
+            raise UserError(f"{name} must be a finite number >= 0, got {value}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+
+
+def _prepare_out(out: Path, params: dict) -> dict | None:
+    """Validate ``out`` for this run; return the existing summary when the dataset is already complete."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out} exists and is not a folder; choose another path")
+    marker = out / _PARAMS_FILE
+    if out.is_dir() and any(out.iterdir()):
+        if not marker.is_file():
+            raise UserError(f"output {out} is not empty and was not made by synthesize; choose an empty or new folder")
+        try:
+            previous = json.loads(marker.read_text())["params"]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{marker} is unreadable; delete {out} and run again") from None
+        for key in params:
+            if previous.get(key) != params[key]:
+                raise UserError(
+                    f"{out} was made with {key}={previous.get(key)!r}, not {params[key]!r}; "
+                    "use the same options, another folder, or delete it"
+                )
+        summary_path = out / _SUMMARY_FILE
+        if summary_path.is_file():
+            try:
+                return json.loads(summary_path.read_text())
+            except ValueError:
+                return None  # half-written summaries cannot exist (atomic), but a hand-edited one is just redone
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text_atomic(marker, json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "params": params}))
+    return None
+
+
+# --------------------------------------------------------------------------------------------- main API
+def synthesize(
+    out_dir: str | os.PathLike,
+    *,
+    scenes: int | None = None,
+    test_scenes: int = DEFAULT_TEST_SCENES,
+    frames: int = DEFAULT_FRAMES,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    seed: int = 0,
+    video: str | os.PathLike | None = None,
+    exposure: tuple[float, float] = DEFAULT_EXPOSURE,
+    shot_noise: float = DEFAULT_SHOT_NOISE,
+    read_noise: float = DEFAULT_READ_NOISE,
+    color_cast: float = DEFAULT_COLOR_CAST,
+    workers: int | None = None,
+    verbose: bool = True,
+) -> dict:
+    """Write a paired low-light video dataset (SDSD layout) into ``out_dir`` and return its summary.
+
+    Args:
+        out_dir: output folder; must be new, empty, or an earlier output of this function with the same options.
+        scenes: number of scenes; default 12 from photographs, or every full clip of the video.
+        test_scenes: the last ``test_scenes`` scenes are the test split (written to ``testing_dir.txt``).
+        frames: frames per scene.
+        size: ``(H, W)``, multiples of 16.
+        seed: seed of all random choices; equal options give byte-identical files.
+        video: a video file to use instead of the shipped photographs.
+        exposure: ``(min, max)`` exposure factor range (log-uniform, one per scene).
+        shot_noise: Poisson variance gain in linear full-scale units (see module docstring).
+        read_noise: Gaussian noise standard deviation in linear full-scale units.
+        color_cast: per-scene colour-cast strength (0 = none).
+        workers: worker processes (default: up to 4, at most the CPU count).
+        verbose: print the summary line.
+
+    Returns:
+        The summary written to ``out_dir/summary.json``: parameters, scene names, test scenes, the
+        ``testing_dir`` string, ``input_psnr_db`` (mean over scenes of the per-frame mean) and per-scene PSNR.
+
+    Raises:
+        UserError: bad options, an unusable output folder, or a video that cannot be decoded.
+    """
+    started = time.perf_counter()
+    size = tuple(int(v) for v in size)
+    exposure = tuple(float(v) for v in exposure)
+    _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_noise, color_cast, workers)
+    out = Path(out_dir)
+    if video is not None:
+        video = Path(video)
+        if not video.is_file():
+            raise UserError(f"--video {video} does not exist; pass a video file")
+        source = {"video": str(video.resolve()), "video_bytes": video.stat().st_size}
+    else:
+        source = {"images": "skimage.data"}
+        scenes = DEFAULT_SCENES if scenes is None else scenes
+        if test_scenes >= scenes:
+            raise UserError(f"--test-scenes ({test_scenes}) must be smaller than --scenes ({scenes})")
+    # Everything that changes a pixel; test_scenes only changes the split files and may differ on a rerun.
+    params = {
+        "source": source,
+        "scenes": scenes,
+        "frames": frames,
+        "size": list(size),
+        "seed": int(seed),
+        "exposure": list(exposure),
+        "shot_noise": float(shot_noise),
+        "read_noise": float(read_noise),
+        "color_cast": float(color_cast),
+    }
+    done = _prepare_out(out, params)
+    if done is not None and done.get("test_scenes_count") == test_scenes:
+        if verbose:
+            print(_summary_line(out, done, time.perf_counter() - started, skipped=True))
+        return done
+
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    psnr: dict[int, float] = {}
+    if video is None:
+        names = _scene_names(scenes)
+        todo = []
+        for i, name in enumerate(names):
+            if _scene_complete(out, name, frames):
+                psnr[i] = _scene_psnr_from_disk(out, name, frames)
+            else:
+                todo.append(i)
+        if workers == 1 or len(todo) <= 1:
+            for i in todo:
+                psnr[i] = _finish_scene(out, names[i], i, None, params)
+        else:
+            with cf.ProcessPoolExecutor(min(workers, len(todo))) as pool:
+                futures = {pool.submit(_finish_scene, out, names[i], i, None, params): i for i in todo}
+                for fut in cf.as_completed(futures):
+                    psnr[futures[fut]] = fut.result()
+        count = scenes
+    else:
+        count = _run_video(out, video, params, scenes, workers, psnr)
+        names = _scene_names(count)
+        if test_scenes >= count:
+            raise UserError(f"--test-scenes ({test_scenes}) must be smaller than the {count} scenes the video gives")
+
+    per_scene = [psnr[i] for i in range(count)]
+    test_names = names[count - test_scenes :] if test_scenes else []
+    summary = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "params": params,
+        "scenes": names,
+        "test_scenes": test_names,
+        "test_scenes_count": test_scenes,
+        "testing_dir": ",".join(test_names),
+        "input_psnr_db": float(np.mean(per_scene)),
+        "scene_input_psnr_db": dict(zip(names, per_scene)),
+    }
+    _write_text_atomic(out / _TESTING_FILE, summary["testing_dir"] + "\n")
+    _write_text_atomic(out / _SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    if verbose:
+        print(_summary_line(out, summary, time.perf_counter() - started, skipped=False))
+    return summary
+
+
+def _run_video(out: Path, video: Path, params: dict, scenes: int | None, workers: int, psnr: dict) -> int:
+    """Decode ``video`` clip by clip, degrade and write each scene; return the number of scenes."""
+    frames = params["frames"]
+    # Scene names need the final count for their zero padding; 3 digits cover up to 999 clips, more is refused.
+    limit = scenes if scenes is not None else 999
+    names = _scene_names(limit)
+    count = 0
+    pool = cf.ProcessPoolExecutor(workers) if workers > 1 else None
+    pending: dict[cf.Future, int] = {}
+    try:
+        for i, clip in enumerate(_video_clips(video, frames, tuple(params["size"]), limit)):
+            count = i + 1
+            if _scene_complete(out, names[i], frames):
+                psnr[i] = _scene_psnr_from_disk(out, names[i], frames)
+            elif pool is None:
+                psnr[i] = _finish_scene(out, names[i], i, clip, params)
+            else:
+                pending[pool.submit(_finish_scene, out, names[i], i, clip, params)] = i
+                if len(pending) >= 2 * workers:  # bound the clips held in memory
+                    finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                    for fut in finished:
+                        psnr[pending.pop(fut)] = fut.result()
+        for fut in cf.as_completed(list(pending)):
+            psnr[pending.pop(fut)] = fut.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    if count == 0:
+        raise UserError(f"--video {video} has fewer than --frames {frames} frames; lower --frames")
+    if scenes is not None and count < scenes:
+        raise UserError(
+            f"--video {video} gives only {count} scenes of {frames} frames, not --scenes {scenes}; "
+            "lower --scenes or --frames"
+        )
+    return count
+
+
+def _summary_line(out: Path, summary: dict, elapsed: float, skipped: bool) -> str:
+    p = summary["params"]
+    state = "already complete" if skipped else f"wrote in {elapsed:.1f} s"
+    return (
+        f"{out}: {len(summary['scenes'])} scenes x {p['frames']} frames at {p['size'][0]}x{p['size'][1]} "
+        f"({state}); input PSNR vs GT {summary['input_psnr_db']:.2f} dB; "
+        f"testing_dir: {summary['testing_dir'] or '(none)'}"
+    )
+
+
+# --------------------------------------------------------------------------------------------- CLI
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the docstring's layout and appends each real default (not ``None``/``False``) to its help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is not None and action.default is not False and action.default is not argparse.SUPPRESS:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors become one-line :class:`UserError` messages (exit status 2 via ``cli_main``)."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (its description is the module docstring)."""
+    parser = _Parser(
+        prog="python -m sdsd.tools.synthesize",
+        description=__doc__,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("out", help="output folder (new, empty, or an earlier output with the same options)")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--images", action="store_true", help="use the photographs shipped with scikit-image (default)")
+    src.add_argument("--video", metavar="FILE", help="use a video file (anything PyAV decodes)")
+    parser.add_argument("--scenes", type=int, help=f"number of scenes (default {DEFAULT_SCENES}; video: all)")
+    parser.add_argument("--test-scenes", type=int, default=DEFAULT_TEST_SCENES, help="last K scenes are the test split")
+    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="frames per scene")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=list(DEFAULT_SIZE), help="frame size")
+    parser.add_argument("--seed", type=int, default=0, help="seed; equal options give identical bytes")
+    parser.add_argument(
+        "--exposure", type=float, nargs=2, metavar=("MIN", "MAX"), default=list(DEFAULT_EXPOSURE),
+        help="exposure factor range, drawn log-uniformly per scene",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shot-noise", type=float, default=DEFAULT_SHOT_NOISE,
+        help="Poisson variance gain a: variance a*x of a linear signal x in [0, 1] (1/a electrons at full scale)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--read-noise", type=float, default=DEFAULT_READ_NOISE,
+        help="std of the Gaussian read noise in linear units (1.0 = full scale)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--color-cast", type=float, default=DEFAULT_COLOR_CAST,
+        help="per-scene colour cast: channel log-gains drawn from U(-s, s) (0 = none)",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, help="worker processes (default: up to 4)")
+    return parser
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    args = build_parser().parse_args(argv)
+    synthesize(
+        args.out,
+        scenes=args.scenes,
+        test_scenes=args.test_scenes,
+        frames=args.frames,
+        size=tuple(args.size),
+        seed=args.seed,
+        video=args.video,
+        exposure=tuple(args.exposure),
+        shot_noise=args.shot_noise,
+        read_noise=args.read_noise,
+        color_cast=args.color_cast,
+        workers=args.workers,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Tests for ``sdsd.tools.synthesize``: real photographs, real files, a real encoded video, real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from sdsd.errors import UserError
+from sdsd.tools.synthesize import degrade_clip, linear_to_srgb, psnr_uint8, srgb_to_linear, synthesize
+
+CODES = Path(__file__).resolve().parents[1] / "codes"
+TINY = {"scenes": 3, "test_scenes": 1, "frames": 4, "size": (32, 48), "seed": 7, "verbose": False}
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(CODES), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run(
+        [sys.executable, "-m", "sdsd.tools.synthesize", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("syn") / "data"
+    return out, synthesize(out, workers=1, **TINY)
+
+
+def test_layout_dtypes_and_split(tiny):
+    out, summary = tiny
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "GT",
+        "input",
+        "summary.json",
+        "testing_dir.txt",
+    ]
+    for sub in ("GT", "input"):
+        assert sorted(p.name for p in (out / sub).iterdir()) == ["scene001", "scene002", "scene003"]
+        for scene in ("scene001", "scene002", "scene003"):
+            files = sorted(p.name for p in (out / sub / scene).iterdir())
+            assert files == ["0000.npy", "0001.npy", "0002.npy", "0003.npy"]
+            for name in files:
+                arr = np.load(out / sub / scene / name)
+                assert arr.dtype == np.uint8 and arr.shape == (32, 48, 3)
+    assert (out / "testing_dir.txt").read_text().strip() == "scene003"
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == summary
+    assert summary["scenes"] == ["scene001", "scene002", "scene003"]
+    assert summary["testing_dir"] == "scene003"
+    assert summary["params"]["frames"] == 4 and summary["params"]["size"] == [32, 48]
+
+
+def test_clip_moves_and_input_is_dark_and_noisy(tiny):
+    out, summary = tiny
+    for scene in summary["scenes"]:
+        gt = np.stack([np.load(out / "GT" / scene / f"{i:04d}.npy") for i in range(4)]).astype(np.float64)
+        lq = np.stack([np.load(out / "input" / scene / f"{i:04d}.npy") for i in range(4)]).astype(np.float64)
+        assert gt.std() > 10  # real photographic content, not a flat fill
+        assert np.abs(gt[0] - gt[-1]).mean() > 1  # camera/object motion between frames
+        assert lq.mean() < 0.75 * gt.mean()
+    assert 5.0 < summary["input_psnr_db"] < 25.0
+    # The recorded PSNR is the per-frame uint8 PSNR averaged per scene, then over scenes.
+    scene = summary["scenes"][0]
+    values = [
+        psnr_uint8(np.load(out / "input" / scene / f"{i:04d}.npy"), np.load(out / "GT" / scene / f"{i:04d}.npy"))
+        for i in range(4)
+    ]
+    assert summary["scene_input_psnr_db"][scene] == pytest.approx(np.mean(values))
+
+
+def test_noise_is_added_on_top_of_identical_content(tiny, tmp_path):
+    out, _ = tiny
+    clean = tmp_path / "clean"
+    synthesize(clean, workers=1, shot_noise=0.0, read_noise=0.0, **TINY)
+    for scene in ("scene001", "scene002"):
+        gt_a = np.load(out / "GT" / scene / "0001.npy")
+        gt_b = np.load(clean / "GT" / scene / "0001.npy")
+        np.testing.assert_array_equal(gt_a, gt_b)  # content and exposure do not depend on the noise options
+        noisy = np.load(out / "input" / scene / "0001.npy").astype(np.float64)
+        quiet = np.load(clean / "input" / scene / "0001.npy").astype(np.float64)
+        residual = noisy - quiet
+        assert residual.std() > 1.0
+        assert abs(residual.mean()) < 0.5 * residual.std()  # zero-mean noise, not a brightness change
+
+
+def test_degrade_clip_physics():
+    grey = np.full((2, 16, 16, 3), 180, np.uint8)
+    exact, info = degrade_clip(grey, np.random.default_rng(0), exposure=(0.1, 0.1), shot_noise=0, read_noise=0)
+    assert info["exposure"] == pytest.approx(0.1) and info["gains"] == pytest.approx([1, 1, 1])
+    expected = np.round(linear_to_srgb(srgb_to_linear(np.float32(180 / 255)) * 0.1) * 255)
+    assert np.all(exact == expected)  # exposure acts on linear light, not on sRGB values
+    cast, info = degrade_clip(grey, np.random.default_rng(0), exposure=(0.1, 0.1), read_noise=0, color_cast=0.5)
+    assert np.prod(info["gains"]) == pytest.approx(1.0)
+    means = cast.reshape(-1, 3).mean(0)
+    assert means.max() - means.min() > 5  # the channels are no longer balanced
+    # Shot noise grows with the signal: a brighter patch has a larger spread of raw (linear) values.
+    dim, bright = np.full((1, 64, 64, 3), 60, np.uint8), np.full((1, 64, 64, 3), 250, np.uint8)
+    spreads = []
+    for clip in (dim, bright):
+        low, _ = degrade_clip(clip, np.random.default_rng(1), exposure=(0.2, 0.2), shot_noise=1e-3, read_noise=0)
+        spreads.append(srgb_to_linear(low / 255.0).std())
+    assert spreads[1] > spreads[0] > 0
+
+
+def test_same_seed_same_bytes_whatever_the_workers(tiny, tmp_path):
+    out, _ = tiny
+    again = tmp_path / "again"
+    synthesize(again, workers=2, **TINY)
+    assert _tree_bytes(again) == _tree_bytes(out)
+    other = tmp_path / "other"
+    synthesize(other, workers=1, **{**TINY, "seed": 8})
+    assert np.load(other / "GT/scene001/0000.npy").tobytes() != np.load(out / "GT/scene001/0000.npy").tobytes()
+
+
+def test_rerun_skips_resumes_and_refuses(tiny, tmp_path):
+    out, summary = tiny
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
+    assert synthesize(out, workers=1, **TINY) == summary
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == before
+
+    partial = tmp_path / "partial"
+    synthesize(partial, workers=1, **TINY)
+    reference = _tree_bytes(partial)
+    (partial / "input/scene002/0003.npy").unlink()
+    (partial / "summary.json").unlink()
+    synthesize(partial, workers=1, **TINY)
+    assert _tree_bytes(partial) == reference
+
+    with pytest.raises(UserError, match="frames"):
+        synthesize(out, workers=1, **{**TINY, "frames": 5})
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty"):
+        synthesize(foreign, workers=1, **TINY)
+
+
+def test_bad_options_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="multiples of 16"):
+        synthesize(tmp_path / "a", **{**TINY, "size": (30, 48)})
+    with pytest.raises(UserError, match="test-scenes"):
+        synthesize(tmp_path / "b", **{**TINY, "test_scenes": 3})
+    with pytest.raises(UserError, match="exposure"):
+        synthesize(tmp_path / "c", exposure=(0.3, 0.1), **TINY)
+    with pytest.raises(UserError, match="does not exist"):
+        synthesize(tmp_path / "d", video=tmp_path / "missing.mp4", **TINY)
+
+
+def _write_video(path: Path, frames: int, height: int = 48, width: int = 80) -> None:
+    """Encode a real clip: a coloured gradient with a bright square moving across it."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            rgb = np.stack([xx * 3 % 256, yy * 5 % 256, np.full_like(xx, 60)], -1).astype(np.uint8)
+            rgb[10:26, 4 + 5 * i : 20 + 5 * i] = 240
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_video_source(tmp_path):
+    video = tmp_path / "clip.mp4"
+    _write_video(video, frames=11)
+    out = tmp_path / "vid"
+    summary = synthesize(out, video=video, frames=4, test_scenes=1, size=(32, 48), seed=1, workers=2, verbose=False)
+    assert summary["scenes"] == ["scene001", "scene002"]  # 11 frames -> two full clips of 4, the rest dropped
+    assert summary["testing_dir"] == "scene002"
+    gt = [np.load(out / "GT/scene001" / f"{i:04d}.npy") for i in range(4)]
+    assert all(g.shape == (32, 48, 3) and g.dtype == np.uint8 for g in gt)
+    assert np.abs(gt[0].astype(int) - gt[3].astype(int)).max() > 100  # the square moved
+    # BGR order: the encoded blue channel is a constant 60, so channel 0 is flat apart from the bright square.
+    assert np.median(gt[0][..., 0]) == pytest.approx(60, abs=6)
+    assert np.load(out / "input/scene002/0003.npy").mean() < gt[0].mean()
+    with pytest.raises(UserError, match="only 2 scenes"):
+        synthesize(tmp_path / "more", video=video, frames=4, scenes=3, test_scenes=1, size=(32, 48), verbose=False)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 10)
+    with pytest.raises(UserError, match="broken.mp4"):
+        synthesize(tmp_path / "bad", video=broken, frames=4, test_scenes=0, size=(32, 48), verbose=False)
+
+
+def test_cli_success_and_one_line_errors(tmp_path):
+    out = tmp_path / "cli"
+    ok = _run_cli(str(out), "--scenes", "2", "--test-scenes", "1", "--frames", "2", "--size", "32", "48")
+    assert ok.returncode == 0, ok.stderr
+    assert "input PSNR" in ok.stdout and "scene002" in ok.stdout
+    assert (out / "testing_dir.txt").read_text().strip() == "scene002"
+
+    bad = _run_cli(str(tmp_path / "x"), "--size", "30", "40")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+    assert "--size" in bad.stderr
+
+    unknown = _run_cli(str(tmp_path / "y"), "--frames", "many")
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
