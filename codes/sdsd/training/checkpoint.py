@@ -1,0 +1,203 @@
+"""Checkpoints in the published layout, written atomically and readable with ``torch.load(weights_only=True)``.
+
+``<experiments_root>/models/<iter>_G.pth`` holds a plain network ``state_dict`` (published keys, no ``module.``);
+``<experiments_root>/training_state/<iter>.state`` holds the iteration, epoch, optimiser and scheduler state, the
+AMP scaler state and every rank's RNG states (as tensors and plain Python values). The weights file of an
+iteration is written before its state file, so a state file on disk always has its weights beside it.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import random
+import re
+import time
+
+import numpy as np
+import torch
+
+from sdsd.archs import unwrap
+from sdsd.errors import UserError
+from sdsd.utils.io import atomic_torch_save
+
+logger = logging.getLogger("sdsd")
+
+STATE_VERSION = 1
+_STATE_RE = re.compile(r"^(\d+)\.state$")
+_MODEL_RE = re.compile(r"^(\d+)_G\.pth$")
+
+
+def models_dir(experiments_root: str) -> str:
+    return os.path.join(experiments_root, "models")
+
+
+def states_dir(experiments_root: str) -> str:
+    return os.path.join(experiments_root, "training_state")
+
+
+# -- RNG states as tensors -----------------------------------------------------------------------------------------
+
+
+def get_rng_state() -> dict:
+    """This process's RNG states (torch, CUDA, numpy, Python) as tensors and plain values."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": int(py_version), "internal": torch.tensor(py_internal, dtype=torch.int64),
+                   "gauss_next": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"].cpu())
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# -- saving ----------------------------------------------------------------------------------------------------------
+
+
+def save_weights(net: torch.nn.Module, path: str) -> None:
+    """Write the plain (unwrapped, CPU) ``state_dict`` of ``net`` to ``path`` atomically."""
+    state = {k: v.detach().cpu() for k, v in unwrap(net).state_dict().items()}
+    atomic_torch_save(state, path)
+
+
+def save_checkpoint(experiments_root: str, iteration: int, epoch: int, net, optimizer, scheduler, scaler=None,
+                    rng_states: list | None = None, network_opt: dict | None = None,
+                    keep_last: int | None = None) -> str:
+    """Write ``models/<iter>_G.pth`` then ``training_state/<iter>.state``; prune to ``keep_last``. Rank 0 only.
+
+    Args:
+        rng_states: one :func:`get_rng_state` dict per rank (gathered by the caller).
+        network_opt: the ``network_G`` block, stored so that resuming with another network is named clearly.
+
+    Returns:
+        The path of the state file.
+    """
+    save_weights(net, os.path.join(models_dir(experiments_root), f"{iteration}_G.pth"))
+    state = {
+        "version": STATE_VERSION,
+        "iter": int(iteration),
+        "epoch": int(epoch),
+        "optimizers": [optimizer.state_dict()],
+        "schedulers": [scheduler.state_dict()],
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "rng": rng_states or [get_rng_state()],
+        "network_G": _plain(network_opt or {}),
+        "time": time.time(),
+    }
+    path = os.path.join(states_dir(experiments_root), f"{iteration}.state")
+    atomic_torch_save(state, path)
+    if keep_last:
+        prune_checkpoints(experiments_root, keep_last)
+    return path
+
+
+def _plain(obj):
+    """Options as plain values (no tuples/custom classes) so the state stays weights_only-loadable."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def _iterations(folder: str, pattern: re.Pattern) -> list[int]:
+    if not os.path.isdir(folder):
+        return []
+    found = (pattern.match(name) for name in os.listdir(folder))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def prune_checkpoints(experiments_root: str, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` numbered weights and states (``latest_G.pth`` is never deleted)."""
+    for folder, pattern, fmt in ((states_dir(experiments_root), _STATE_RE, "{}.state"),
+                                 (models_dir(experiments_root), _MODEL_RE, "{}_G.pth")):
+        iters = _iterations(folder, pattern)
+        for it in iters[:-keep_last] if keep_last > 0 else []:
+            try:
+                os.remove(os.path.join(folder, fmt.format(it)))
+            except FileNotFoundError:
+                pass
+
+
+# -- resuming ----------------------------------------------------------------------------------------------------------
+
+
+def find_latest_state(experiments_root: str) -> str | None:
+    """The newest ``training_state/<iter>.state`` whose weights file exists and which loads; ``None`` if none."""
+    for it in reversed(_iterations(states_dir(experiments_root), _STATE_RE)):
+        path = os.path.join(states_dir(experiments_root), f"{it}.state")
+        if not os.path.isfile(os.path.join(models_dir(experiments_root), f"{it}_G.pth")):
+            continue
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged file is skipped; an older one is used instead
+            logger.warning("skipping unreadable training state %s", path)
+            continue
+        return path
+    return None
+
+
+def read_training_state(path: str) -> dict:
+    """Load a ``.state`` file with ``weights_only=True``; a clear :class:`UserError` when it is not one."""
+    if not os.path.isfile(path):
+        raise UserError(f"path.resume_state: file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - report any failure as "not a training state"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"path.resume_state: {path} is not a readable training state ({first[:200]})") from None
+    if not isinstance(state, dict) or "iter" not in state or "optimizers" not in state:
+        raise UserError(f"path.resume_state: {path} is not a training state (no 'iter'/'optimizers' entries)")
+    return state
+
+
+def weights_for_state(state_path: str, iteration: int) -> str:
+    """``<experiments_root>/models/<iter>_G.pth`` next to ``<experiments_root>/training_state/<iter>.state``."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(state_path)))
+    return os.path.join(root, "models", f"{iteration}_G.pth")
+
+
+def check_same_network(state: dict, network_opt: dict, state_path: str) -> None:
+    """Raise a one-line error naming the first ``network_G`` key that differs from the one the state was saved with."""
+    saved = state.get("network_G") or {}
+    if not saved:
+        return
+    current = _plain(network_opt)
+    ignore = {"predeblur", "HR_in", "which_model_G", "type"}
+    for key in sorted(set(saved) | set(current)):
+        if key in ignore:
+            continue
+        if saved.get(key) != current.get(key):
+            raise UserError(f"path.resume_state: {state_path} was saved for network_G.{key}={saved.get(key)!r} but "
+                            f"the options say network_G.{key}={current.get(key)!r}; use the same network_G block")
+
+
+def all_files_loadable(folder: str) -> list[str]:
+    """Return the ``.pth``/``.state`` files under ``folder`` that do NOT load with ``weights_only=True``."""
+    bad = []
+    for path in glob.glob(os.path.join(folder, "**", "*"), recursive=True):
+        if path.endswith((".pth", ".state")):
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001
+                bad.append(path)
+    return bad

@@ -1,0 +1,427 @@
+"""One training run, as a sequence of small steps: prepare, build, (resume), loop, save.
+
+:func:`train` is the whole run and is what ``train.py`` and in-process callers (the demo, tests) call. The pieces
+(:func:`train_step`, :func:`sdsd.training.validation.validate`, :func:`sdsd.training.checkpoint.save_checkpoint`,
+the loggers in :mod:`sdsd.training.log`) can each be used alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import logging
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from sdsd.archs import build_network, load_network, unwrap
+from sdsd.errors import UserError
+from sdsd.losses import SDSDObjective, noisy_copy
+from sdsd.training import checkpoint as ckpt
+from sdsd.training.checks import check_train_options
+from sdsd.training.log import (
+    Progress,
+    TensorBoardLogger,
+    close_text_log,
+    log_run_header,
+    setup_text_log,
+    timestamp,
+)
+from sdsd.training.optim import apply_ft_tsa_only, build_optimizer
+from sdsd.training.schedulers import apply_warmup, build_scheduler
+from sdsd.training.validation import save_panel, validate
+from sdsd.utils.dist import DistInfo, all_gather_object, barrier, init_distributed
+
+logger = logging.getLogger("sdsd")
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or infinite (``train.nan_policy: stop``)."""
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything a training iteration touches."""
+
+    opt: dict
+    dist: DistInfo
+    model: nn.Module  # the plain network (weights are saved from here)
+    net: nn.Module  # what the loop calls: model, possibly wrapped by DDP / torch.compile
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    objective: SDSDObjective
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    iteration: int = 0
+    epoch: int = 0
+    epoch_done: bool = False  # the last batch of ``epoch`` has been consumed (a checkpoint then stores epoch + 1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    def autocast(self):
+        """The mixed-precision context of this run (a no-op with ``train.amp: none``)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+# -- the steps of a run --------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int | None) -> int:
+    """Seed Python, NumPy and torch identically on every rank; ``None`` picks a seed (rank 0's, shared)."""
+    if seed is None:
+        seed = random.SystemRandom().randint(1, 10000)
+    seed = int(all_gather_object(seed)[0])
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
+def prepare_experiment(opt: dict, auto_resume: bool, rank: int) -> str | None:
+    """Decide whether this run resumes, archive an old experiment folder otherwise, create the folders.
+
+    Rank 0 decides; every rank gets the same answer.
+
+    Returns:
+        The training state to resume from, or ``None`` for a fresh run.
+    """
+    paths = opt["path"]
+    exp_root = paths["experiments_root"]
+    tb_dir = tb_log_dir(opt)
+    decision = None
+    if rank == 0:
+        resume = paths.get("resume_state")
+        if resume is None and auto_resume:
+            resume = ckpt.find_latest_state(exp_root)
+        if resume is None and os.path.isdir(exp_root) and os.listdir(exp_root):
+            stamp = timestamp()
+            archived = f"{exp_root.rstrip('/')}_archived_{stamp}"
+            os.replace(exp_root, archived)
+            logger.warning("%s exists: moved it to %s", exp_root, archived)
+            if os.path.isdir(tb_dir) and opt.get("use_tb_logger"):
+                os.replace(tb_dir, f"{tb_dir.rstrip('/')}_archived_{stamp}")
+        for sub in ("models", "training_state", "val_images"):
+            os.makedirs(os.path.join(exp_root, sub), exist_ok=True)
+        decision = resume
+    return all_gather_object(decision)[0]
+
+
+def tb_log_dir(opt: dict) -> str:
+    """``<root>/tb_logger/<name>``: where TensorBoard events go."""
+    return os.path.join(opt["path"]["root"], "tb_logger", opt["name"])
+
+
+def build_data(opt: dict, info: DistInfo, seed: int):
+    """Build the training loader and, when ``datasets.val`` is given, the validation loader.
+
+    The published ``val`` block has no ``testing_dir``; it then inherits the train block's ``testing_dir`` so that
+    validation runs on the held-out scenes. ``train.val_max_frames`` limits the frames per validation scene.
+
+    Returns:
+        ``(train_loader, train_sampler, val_loader or None)``.
+    """
+    from sdsd.data import build_dataloader, build_dataset
+
+    train_opt = opt["datasets"]["train"]
+    train_set = build_dataset(train_opt, "train")
+    train_set[0]  # loads one sample now, so a crop larger than the frames fails before any training
+    loader, sampler = build_dataloader(train_set, train_opt, "train", rank=info.rank, world_size=info.world_size,
+                                       seed=seed, device_type=info.device.type)
+    logger.info("training data: %d windows from %d scenes, %d iterations per epoch", len(train_set),
+                len(train_set.scenes), len(loader))
+    val_loader = None
+    val_opt = opt["datasets"].get("val")
+    if val_opt is not None:
+        val_opt = copy.deepcopy(val_opt)
+        if not val_opt.get("testing_dir") and train_opt.get("testing_dir"):
+            val_opt["testing_dir"] = train_opt["testing_dir"]
+        if opt["train"].get("val_max_frames"):
+            val_opt["max_frames"] = opt["train"]["val_max_frames"]
+        val_set = build_dataset(val_opt, "val")
+        val_loader, _ = build_dataloader(val_set, val_opt, "val", rank=info.rank, world_size=info.world_size,
+                                         seed=seed, device_type=info.device.type)
+        logger.info("validation data: %d windows from %d scenes (%s)", len(val_set), len(val_set.scenes),
+                    ", ".join(val_set.scenes))
+    else:
+        logger.info("no datasets.val block: no validation during training")
+    return loader, sampler, val_loader
+
+
+def build_training(opt: dict, info: DistInfo, resuming: bool = False) -> TrainState:
+    """Network (with ``pretrain_model_G`` unless resuming), optimiser, schedule, AMP scaler, objective, wrappers."""
+    train_opt = opt["train"]
+    model = build_network(opt["network_G"]).to(info.device)
+    pretrain = opt["path"].get("pretrain_model_G")
+    if pretrain and not resuming:
+        load_network(model, pretrain, strict=bool(opt["path"].get("strict_load", True)))
+        logger.info("loaded pretrain_model_G %s (strict_load=%s)", pretrain, opt["path"].get("strict_load"))
+    channels_last = bool(train_opt.get("channels_last"))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, train_opt)
+    scheduler = build_scheduler(optimizer, train_opt)
+    amp = train_opt.get("amp") or "none"
+    scaler = torch.amp.GradScaler(info.device.type, enabled=amp == "fp16")
+    net = model
+    if info.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    if train_opt.get("compile"):
+        net = torch.compile(net)
+    objective = SDSDObjective(train_opt["pixel_criterion"], train_opt["pixel_weight"], unwrap(model).center)
+    return TrainState(opt=opt, dist=info, model=model, net=net, optimizer=optimizer, scheduler=scheduler,
+                      scaler=scaler, objective=objective, amp_dtype=AMP_DTYPES.get(amp), channels_last=channels_last)
+
+
+def resume(state: TrainState, state_path: str) -> None:
+    """Restore weights, optimiser, schedule, scaler, RNG states, iteration and epoch from a ``.state`` file."""
+    saved = ckpt.read_training_state(state_path)
+    ckpt.check_same_network(saved, state.opt["network_G"], state_path)
+    weights = ckpt.weights_for_state(state_path, saved["iter"])
+    if not os.path.isfile(weights):
+        raise UserError(f"path.resume_state {state_path}: its weights {weights} are missing; resume from another "
+                        "state or restore the file")
+    load_network(state.model, weights, strict=True)
+    try:
+        state.optimizer.load_state_dict(saved["optimizers"][0])
+    except ValueError as exc:
+        raise UserError(f"path.resume_state {state_path} does not fit this optimiser ({exc}); check train.ft_tsa_only "
+                        "and network_G") from None
+    state.scheduler.load_state_dict(saved["schedulers"][0])
+    if saved.get("scaler") and state.scaler.is_enabled():
+        state.scaler.load_state_dict(saved["scaler"])
+    rngs = saved.get("rng") or []
+    if len(rngs) == state.dist.world_size:
+        ckpt.set_rng_state(rngs[state.dist.rank])
+    state.iteration, state.epoch = int(saved["iter"]), int(saved["epoch"])
+    logger.info("resumed from %s: iteration %d, epoch %d", state_path, state.iteration, state.epoch)
+
+
+def train_step(state: TrainState, batch: dict, iteration: int) -> dict[str, torch.Tensor] | None:
+    """One iteration: schedule, batched forward of the clean and noisy copies, loss, backward, Adam step.
+
+    The clean window and its noisy copy go through the network as ONE batch of ``2B``. Under DDP each rank's
+    summed loss is multiplied by the world size before ``backward`` so that DDP's gradient averaging yields the
+    gradient of the loss summed over the whole global batch, as a single process with that batch computes it.
+
+    Returns:
+        The loss terms of this rank (detached), or ``None`` when a non-finite loss was skipped.
+
+    Raises:
+        NonFiniteLossError: the loss is NaN/inf and ``train.nan_policy`` is ``stop``.
+    """
+    train_opt = state.opt["train"]
+    state.scheduler.step()
+    apply_warmup(state.optimizer, iteration, train_opt.get("warmup_iter", -1), state.scheduler)
+    apply_ft_tsa_only(state.optimizer, iteration, train_opt.get("ft_tsa_only") or 0)
+
+    lq = batch["LQs"].to(state.device, non_blocking=True)
+    gt = batch["GT"].to(state.device, non_blocking=True)
+    b = lq.shape[0]
+    both = torch.cat([lq, noisy_copy(lq)], dim=0)
+    with state.autocast():
+        outputs = state.net(both)
+    clean = tuple(o[:b] for o in outputs)
+    noisy = tuple(o[b:] for o in outputs)
+    terms = state.objective(clean, noisy, lq, gt)
+
+    if not _all_finite(terms.total):
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.as_dict().items())
+        if train_opt.get("nan_policy") == "skip":
+            logger.warning("iteration %d: non-finite loss (%s); batch skipped (train.nan_policy: skip)",
+                           iteration, values)
+            state.optimizer.zero_grad(set_to_none=True)
+            return None
+        raise NonFiniteLossError(f"iteration {iteration}: the loss is not finite ({values}); lower train.lr_G, check "
+                                 "the data, or set train.nan_policy: skip to drop such batches")
+
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(terms.total * state.dist.world_size).backward()
+    if train_opt.get("grad_clip"):
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), float(train_opt["grad_clip"]))
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    return {k: v.detach() for k, v in terms.as_dict().items()}
+
+
+def _all_finite(total: torch.Tensor) -> bool:
+    """Whether the loss is finite on every rank (all ranks must agree to skip or stop together)."""
+    flag = torch.isfinite(total.detach()).to(torch.int32)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag)
+
+
+def reduce_terms(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Sum the loss terms over ranks: the values a single process with the global batch would report."""
+    keys = list(terms)
+    stacked = torch.stack([terms[k].float() for k in keys])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(stacked)
+    return dict(zip(keys, stacked.tolist()))
+
+
+def save_checkpoint(state: TrainState) -> None:
+    """Gather every rank's RNG state and write weights + training state on rank 0 (all ranks call this)."""
+    rngs = all_gather_object(ckpt.get_rng_state())
+    if state.dist.is_main:
+        # Resuming restarts the stored epoch from its first batch (as the reference does); a state written after
+        # the last batch of an epoch therefore stores the next epoch, so no epoch is seen twice.
+        epoch = state.epoch + 1 if state.epoch_done else state.epoch
+        path = ckpt.save_checkpoint(state.opt["path"]["experiments_root"], state.iteration, epoch, state.model,
+                                    state.optimizer, state.scheduler, state.scaler, rng_states=rngs,
+                                    network_opt=state.opt["network_G"], keep_last=state.opt["train"]["keep_last"])
+        logger.info("saved %s", path)
+    barrier()
+
+
+def run_validation(state: TrainState, loader, tb: TensorBoardLogger) -> dict:
+    """Validate, log PSNR/SSIM, save the panel to ``val_images/`` and TensorBoard. All ranks call this."""
+    protocol = state.opt.get("protocol") or {}
+    metrics, panel = validate(unwrap(state.model), loader, state.device, state.autocast,
+                              channel=protocol.get("channel", "rgb"), gt_mean=bool(protocol.get("gt_mean")))
+    panels = all_gather_object(panel)
+    panel = next((p for p in panels if p is not None), None)
+    if state.dist.is_main:
+        logger.info("validation at iteration %d: PSNR %.4f dB, SSIM %.4f (%d frames, %d scenes)", state.iteration,
+                    metrics["psnr"], metrics["ssim"], metrics["frames"], len(metrics["scenes"]))
+        tb.scalars({"val/psnr": metrics["psnr"], "val/ssim": metrics["ssim"]}, state.iteration)
+        if panel is not None:
+            save_panel(panel, os.path.join(state.opt["path"]["experiments_root"], "val_images",
+                                           f"{state.iteration}.png"))
+            tb.image("val/input_output_illumination_gt", panel[..., ::-1].copy(), state.iteration)
+    return metrics
+
+
+# -- the run -----------------------------------------------------------------------------------------------------------
+
+
+def train(opt: dict, *, auto_resume: bool = False, argv: list[str] | None = None, progress: bool | None = None,
+          dist_info: DistInfo | None = None) -> dict:
+    """Train SDSD-Net as the options say; the function behind ``train.py``.
+
+    Args:
+        opt: validated options (:func:`sdsd.options.load` with ``is_train=True``).
+        auto_resume: resume from the newest complete ``training_state/<iter>.state`` of the experiment, if any.
+        argv: the command line, written to the log (``None`` for in-process calls).
+        progress: show a tqdm bar on rank 0 (default: when stderr is a terminal).
+        dist_info: the result of :func:`sdsd.utils.dist.init_distributed`; by default it is called here
+            (world size 1 unless launched by torchrun).
+
+    Returns:
+        ``{'iteration', 'experiments_root', 'latest_G', 'log_file', 'val', 'world_size'}`` (``val`` is the last
+        validation's metrics or ``None``).
+
+    Raises:
+        UserError: bad options or data (before any work), or a non-finite loss (naming the iteration).
+    """
+    opt = copy.deepcopy(opt)
+    opt["is_train"] = True
+    info = dist_info or init_distributed(opt.get("gpu_ids"))
+    opt["dist"] = info.world_size > 1
+    check_train_options(opt, info.world_size)
+    train_opt, log_opt = opt["train"], opt["logger"]
+    exp_root = opt["path"]["experiments_root"]
+
+    resume_path = prepare_experiment(opt, auto_resume, info.rank)
+    log_file = setup_text_log(exp_root, info.rank, timestamp())
+    tb = TensorBoardLogger(tb_log_dir(opt), enabled=info.is_main and bool(opt.get("use_tb_logger")))
+    bar = None
+    try:
+        per_process = opt["datasets"]["train"]["batch_size"] // info.world_size
+        log_run_header(opt, argv, info.world_size, info.device, per_process)
+        seed = seed_everything(train_opt.get("manual_seed"))
+        logger.info("random seed %d", seed)
+        loader, sampler, val_loader = build_data(opt, info, seed)
+        state = build_training(opt, info, resuming=bool(resume_path))
+        if resume_path:
+            resume(state, resume_path)
+        niter = train_opt["niter"]
+        logger.info("training from iteration %d to %d", state.iteration + 1, niter)
+
+        bar = Progress(niter, state.iteration, enabled=info.is_main and (
+            progress if progress is not None else os.isatty(2)))
+        last_val, window_start, window_iters = None, time.perf_counter(), 0
+        while state.iteration < niter:
+            sampler.set_epoch(state.epoch)
+            for position, batch in enumerate(loader, start=1):
+                state.iteration += 1
+                state.epoch_done = position == len(loader)
+                terms = train_step(state, batch, state.iteration)
+                window_iters += 1
+                it = state.iteration
+                if it % log_opt["print_freq"] == 0 and terms is not None:
+                    seconds = (time.perf_counter() - window_start) / window_iters
+                    log_iteration(state, reduce_terms(terms), seconds, tb, bar)
+                    window_start, window_iters = time.perf_counter(), 0
+                bar.update()
+                if val_loader is not None and it % train_opt["val_freq"] == 0:
+                    last_val = run_validation(state, val_loader, tb)
+                if it % log_opt["save_checkpoint_freq"] == 0 or it == niter:
+                    save_checkpoint(state)
+                if it >= niter:
+                    break
+            if state.epoch_done:
+                state.epoch += 1
+        latest = os.path.join(ckpt.models_dir(exp_root), "latest_G.pth")
+        identical = replicas_identical(state.model)
+        if info.is_main:
+            ckpt.save_weights(state.model, latest)
+            logger.info("finished at iteration %d; final weights %s", state.iteration, latest)
+        barrier()
+        return {"iteration": state.iteration, "experiments_root": exp_root, "latest_G": latest, "log_file": log_file,
+                "val": last_val, "world_size": info.world_size, "replicas_identical": identical}
+    finally:
+        if bar is not None:
+            bar.close()
+        tb.close()
+        close_text_log()
+
+
+def replicas_identical(model: nn.Module) -> bool:
+    """Compare a digest of the weights of every rank; logs the answer (always true for one process)."""
+    digest = hashlib.sha256()
+    for tensor in unwrap(model).state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digests = all_gather_object(digest.hexdigest())
+    same = len(set(digests)) == 1
+    if len(digests) > 1:
+        if same:
+            logger.info("weights identical on all %d ranks", len(digests))
+        else:
+            logger.warning("weights DIFFER between ranks (%d distinct digests)", len(set(digests)))
+    return same
+
+
+def log_iteration(state: TrainState, values: dict[str, float], seconds: float, tb: TensorBoardLogger,
+                  bar: Progress) -> None:
+    """Log one line of losses and learning rates to the text log and TensorBoard (rank 0)."""
+    if not state.dist.is_main:
+        return
+    lrs = state.scheduler.get_last_lr()
+    scalars = {f"loss/{k}": v for k, v in values.items()}
+    scalars["lr"] = lrs[0]
+    if len(lrs) > 1:
+        scalars["lr_tsa_fusion"] = lrs[-1]
+    scalars["time/iteration_s"] = seconds
+    tb.scalars(scalars, state.iteration)
+    loss_text = " ".join(f"{k}: {v:.4e}" for k, v in values.items())
+    lr_text = ",".join(f"{lr:.3e}" for lr in lrs)
+    logger.info("<epoch:%3d, iter:%8d, lr:(%s), %.3f s/it> %s", state.epoch, state.iteration, lr_text, seconds,
+                loss_text)
+    bar.set_loss(values["total"])
