@@ -59,9 +59,10 @@ def select_device(gpu_ids=None, local_rank: int = 0, want: str | None = None) ->
 
 @functools.cache
 def _warn_once(message: str) -> None:
-    logger.warning(message)
-    if not logging.getLogger("sdsd").handlers and not logging.getLogger().handlers:
-        print(f"warning: {message}")
+    if logging.getLogger("sdsd").handlers or logging.getLogger().handlers:
+        logger.warning(message)
+    else:  # no logging configured (e.g. a library call): still say it, once, on one line
+        print(f"warning: {message}", flush=True)
 
 
 def init_distributed(gpu_ids=None, want: str | None = None, timeout_s: int = 1800) -> DistInfo:

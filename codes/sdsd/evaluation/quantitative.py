@@ -1,0 +1,212 @@
+"""Quantitative test: PSNR/SSIM of a checkpoint on the test scenes of an option file (``quantitative_test.py``).
+
+Usage::
+
+    python quantitative_test.py -opt options/test/test_in_sdsd.yml [--json PATH] [--set key=value ...]
+                                [--self-ensemble]
+    torchrun --nproc_per_node 2 quantitative_test.py -opt ...      # frames split across processes
+
+Protocol (``protocol`` section, recorded in the JSON; defaults are the published protocol, SPEC §4):
+``average: scene`` (mean over scenes of per-scene means) or ``frame`` (mean over all frames);
+``channel: rgb`` (published) or ``y``; ``gt_mean: false`` (published) or ``true``; ``self_ensemble: false``.
+
+Outputs (written by rank 0 only, atomically) under ``path.results_root`` (default ``<root>/results/<name>``):
+
+* ``metrics.json``: ``{"psnr", "ssim", "scenes": {scene: {"psnr", "ssim", "frames"}}, "frames": [{"scene",
+  "index", "psnr", "ssim"}, ...], "protocol": {...}, "checkpoint", "seconds_per_frame", ...}``;
+* ``metrics.csv``: one row per frame (scene, index, psnr, ssim).
+
+``seconds_per_frame`` is the wall-clock time of the evaluation loop (reading frames, the network, the metrics)
+divided by the number of frames scored; with several processes it is the run's time per frame overall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import csv
+import io
+import math
+import os
+import time
+
+import torch
+
+from sdsd.errors import cli_main
+from sdsd.evaluation.common import add_common_arguments, check_common_arguments, check_protocol, progress_bar
+from sdsd.evaluation.inference import iterate_work, load_model, plan_work, select_test_block
+from sdsd.metrics import score_frame
+from sdsd.utils import dist as dist_utils
+from sdsd.utils.io import atomic_write_json, atomic_write_text
+
+__all__ = ["aggregate", "format_table", "evaluate", "write_results", "main", "build_parser"]
+
+def _mean(values) -> float:
+    values = list(values)
+    return math.fsum(values) / len(values) if values else math.nan
+
+
+def aggregate(records: list[dict], scenes: list[str], average: str = "scene") -> dict:
+    """Summarise per-frame records ``{"scene", "index", "psnr", "ssim"}``.
+
+    Args:
+        records: per-frame scores (any order).
+        scenes: scene names in report order.
+        average: ``scene`` (mean of per-scene means, published) or ``frame`` (mean over all frames).
+
+    Returns:
+        ``{"psnr", "ssim", "scenes": {scene: {"psnr", "ssim", "frames"}}, "frames": [...sorted...]}``.
+    """
+    order = {s: k for k, s in enumerate(scenes)}
+    frames = sorted(records, key=lambda r: (order.get(r["scene"], len(order)), r["scene"], r["index"]))
+    per_scene: dict[str, dict] = {}
+    for scene in scenes:
+        rows = [r for r in frames if r["scene"] == scene]
+        if rows:
+            per_scene[scene] = {"psnr": _mean(r["psnr"] for r in rows), "ssim": _mean(r["ssim"] for r in rows),
+                                "frames": len(rows)}
+    if average == "scene":
+        psnr, ssim = _mean(s["psnr"] for s in per_scene.values()), _mean(s["ssim"] for s in per_scene.values())
+    else:
+        psnr, ssim = _mean(r["psnr"] for r in frames), _mean(r["ssim"] for r in frames)
+    return {"psnr": psnr, "ssim": ssim, "scenes": per_scene, "frames": frames}
+
+
+def format_table(results: dict) -> str:
+    """The printed report: one row per scene (frames, PSNR, SSIM) and the dataset mean."""
+    width = max([len("scene"), len("mean (frames)")] + [len(s) for s in results["scenes"]])
+    lines = [f"{'scene':<{width}}  {'frames':>6}  {'PSNR':>8}  {'SSIM':>7}"]
+    for scene, row in results["scenes"].items():
+        lines.append(f"{scene:<{width}}  {row['frames']:>6d}  {row['psnr']:>8.4f}  {row['ssim']:>7.4f}")
+    total = sum(row["frames"] for row in results["scenes"].values())
+    label = f"mean ({results['protocol']['average']}s)"
+    lines.append(f"{label:<{width}}  {total:>6d}  {results['psnr']:>8.4f}  {results['ssim']:>7.4f}")
+    return "\n".join(lines)
+
+
+def _csv_text(frames: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["scene", "index", "psnr", "ssim"])
+    for r in frames:
+        writer.writerow([r["scene"], r["index"], repr(r["psnr"]), repr(r["ssim"])])
+    return buf.getvalue()
+
+
+def write_results(results: dict, results_root: str, json_path: str | None = None) -> list[str]:
+    """Write ``metrics.json`` and ``metrics.csv`` under ``results_root`` (and the JSON to ``json_path``).
+
+    Returns:
+        The paths written.
+    """
+    paths = [os.path.join(results_root, "metrics.json"), os.path.join(results_root, "metrics.csv")]
+    atomic_write_json(results, paths[0])
+    atomic_write_text(_csv_text(results["frames"]), paths[1])
+    if json_path:
+        atomic_write_json(results, json_path)
+        paths.append(json_path)
+    return paths
+
+
+def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None = None, batch: int = 1,
+             chunk: int = 4, progress: bool = True) -> dict | None:
+    """Evaluate ``path.pretrain_model_G`` on the test block of ``opt``.
+
+    Args:
+        opt: validated options (:func:`sdsd.options.load`).
+        info: this process's rank, world size and device (:func:`sdsd.utils.dist.init_distributed`).
+        self_ensemble: override ``protocol.self_ensemble``.
+        batch: windows per network call. chunk: frames per feature-extraction call.
+        progress: show a progress bar on rank 0.
+
+    Returns:
+        The results dict on rank 0 (see the module docstring); ``None`` on other ranks.
+    """
+    from sdsd.data import build_dataset
+
+    protocol = check_protocol(opt, self_ensemble)
+    phase, block = select_test_block(opt)
+    dataset = build_dataset(block, phase)
+    net = load_model(opt, info.device)
+    scenes = list(dataset.scenes)
+    work = plan_work([(s, dataset.scene_length(s)) for s in scenes], info.rank, info.world_size)
+
+    records: list[dict] = []
+    start = time.perf_counter()
+    bar = progress_bar(sum(len(w.indices) for w in work), progress and info.is_main)
+    # Metrics run on CPU threads (OpenCV releases the GIL) while the network computes the next window.
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        pending = []
+        for out in iterate_work(net, dataset, work, info.device, chunk=chunk, batch=batch,
+                                self_ensemble=protocol["self_ensemble"]):
+            pending.append((out.scene, out.index, pool.submit(
+                score_frame, out.enhanced.cpu(), out.gt.cpu(), protocol["channel"], protocol["gt_mean"])))
+            while pending and pending[0][2].done():
+                records.append(_record(*pending.pop(0)))
+                bar.update(1)
+        for item in pending:
+            records.append(_record(*item))
+            bar.update(1)
+    bar.close()
+    elapsed = time.perf_counter() - start
+
+    gathered = dist_utils.all_gather_object((records, elapsed))
+    if not info.is_main:
+        return None
+    all_records = [r for part, _ in gathered for r in part]
+    results = aggregate(all_records, scenes, protocol["average"])
+    n_frames = len(all_records)
+    return {
+        "psnr": results["psnr"],
+        "ssim": results["ssim"],
+        "scenes": results["scenes"],
+        "frames": results["frames"],
+        "protocol": protocol,
+        "checkpoint": opt["path"]["pretrain_model_G"],
+        "seconds_per_frame": max(t for _, t in gathered) / n_frames if n_frames else math.nan,
+        "name": opt.get("name"),
+        "device": str(info.device),
+        "world_size": info.world_size,
+    }
+
+
+def _record(scene: str, index: int, future: cf.Future) -> dict:
+    psnr, ssim = future.result()
+    return {"scene": scene, "index": int(index), "psnr": psnr, "ssim": ssim}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantitative_test.py",
+                                     description="PSNR/SSIM of a checkpoint on the test scenes of an option file.")
+    add_common_arguments(parser)
+    parser.add_argument("--json", help="also write the metrics JSON to this path")
+    return parser
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> dict | None:
+    """Command-line entry point of ``quantitative_test.py``; returns the results on rank 0."""
+    from sdsd import options
+
+    args = build_parser().parse_args(argv)
+    check_common_arguments(args)
+    opt = options.load(args.opt, args.overrides, is_train=False)
+    info = dist_utils.init_distributed(opt.get("gpu_ids"), want=None if args.device == "auto" else args.device)
+    try:
+        results = evaluate(opt, info, self_ensemble=args.self_ensemble, batch=args.batch, chunk=args.chunk,
+                           progress=not args.no_progress)
+        if results is not None:
+            results["option_file"] = args.opt
+            paths = write_results(results, opt["path"]["results_root"], args.json)
+            print(format_table(results))
+            print(f"{results['seconds_per_frame']:.3f} s/frame on {results['device']} "
+                  f"(x{results['world_size']} processes); wrote {', '.join(paths)}")
+        dist_utils.barrier()
+        return results
+    finally:
+        dist_utils.cleanup()
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
