@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench docs clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Regenerates the README's options reference from codes/sdsd/options/schema.py.
+docs: $(STAMP)
+	$(PY) -m sdsd.options --update-readme README.md
 
 clean:
 	rm -rf build dist codes/*.egg-info .pytest_cache .ruff_cache

@@ -95,3 +95,8 @@ def test_cli_check_and_markdown_reference():
     assert bad.stderr.strip().count("\n") == 0 and "network_G.groupz" in bad.stderr
     md = options.markdown_reference()
     assert "| `testing_dir` |" in md and "| `pixel_criterion` | `cb` |" in md
+
+
+def test_readme_options_reference_is_generated_from_the_schema():
+    """`make docs` regenerates it; this fails when the schema and the README drift apart."""
+    assert options.update_readme(os.path.join(ROOT, "README.md"), check=True), "run `make docs`"

@@ -20,7 +20,7 @@ import yaml
 from sdsd.errors import UserError
 from sdsd.options.schema import ANY, DATASET_KEYS, REQUIRED, SECTIONS, TOP_KEYS
 
-__all__ = ["load", "parse_set", "validate", "apply_overrides", "markdown_reference"]
+__all__ = ["load", "parse_set", "validate", "apply_overrides", "markdown_reference", "update_readme"]
 
 
 def _closest(key: str, valid) -> str:
@@ -202,6 +202,8 @@ def markdown_reference() -> str:
         for key, (default, help_text) in keys.items():
             shown = "required" if default is REQUIRED else yaml.safe_dump(default, default_flow_style=True).strip()
             shown = shown.removesuffix("...").strip()
+            # Angle brackets (experiments/<name>) would be read as HTML tags by Markdown renderers.
+            help_text = help_text.replace("<", "&lt;").replace(">", "&gt;")
             lines.append(f"| `{key}` | `{shown}` | {help_text} |")
         return lines + [""]
 
@@ -209,3 +211,32 @@ def markdown_reference() -> str:
     for section, keys in SECTIONS.items():
         out += table(section, keys)
     return "\n".join(out)
+
+
+README_START, README_END = "<!-- options:start -->", "<!-- options:end -->"
+
+
+def update_readme(path: str, check: bool = False) -> bool:
+    """Rewrite the options reference between the README's markers from the schema.
+
+    Args:
+        path: the README.
+        check: only report whether the README is current; write nothing.
+
+    Returns:
+        Whether the README was already current.
+    """
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if README_START not in text or README_END not in text:
+        raise UserError(f"{path}: no {README_START} ... {README_END} markers for the options reference")
+    head, rest = text.split(README_START, 1)
+    body, tail = rest.split(README_END, 1)
+    fresh = "\n" + markdown_reference().rstrip("\n") + "\n"
+    if body == fresh:
+        return True
+    if not check:
+        from sdsd.utils.io import atomic_write_text
+
+        atomic_write_text(head + README_START + fresh + README_END + tail, path)
+    return False
