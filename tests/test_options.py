@@ -100,3 +100,11 @@ def test_cli_check_and_markdown_reference():
 def test_readme_options_reference_is_generated_from_the_schema():
     """`make docs` regenerates it; this fails when the schema and the README drift apart."""
     assert options.update_readme(os.path.join(ROOT, "README.md"), check=True), "run `make docs`"
+
+
+def test_zero_padded_scene_ids_stay_strings():
+    opt = options.load(os.path.join(ROOT, "options/test/test_smid.yml"), ["datasets.test.testing_dir=0013",
+                                                                           "datasets.test.N_frames=5"])
+    assert opt["datasets"]["test"]["testing_dir"] == "0013"
+    opt = options.load(os.path.join(ROOT, "options/test/test_smid.yml"), ["datasets.test.testing_dir=0013,0009"])
+    assert opt["datasets"]["test"]["testing_dir"] == "0013,0009"

@@ -46,9 +46,9 @@ def progress_bar(total: int, enabled: bool):
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by the quantitative and qualitative tests."""
     parser.add_argument("-opt", "--opt", required=True, help="test option file (e.g. options/test/test_in_sdsd.yml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override an option, e.g. --set path.pretrain_model_G=pretrain/indoor_G.pth "
-                             "(repeatable; values are YAML scalars)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override options, e.g. --set path.pretrain_model_G=pretrain/indoor_G.pth "
+                             "(several per --set, repeatable; values are YAML scalars)")
     parser.add_argument("--self-ensemble", action="store_true", default=None,
                         help="average the outputs over horizontal/vertical flips of the window (x4 cost)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 
 import yaml
 
@@ -40,7 +41,11 @@ def parse_set(items: list[str] | None) -> list[tuple[list[str], object]]:
         if not sep or not key.strip():
             raise UserError(f"--set {item!r}: expected key.path=value, e.g. --set train.niter=1000")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            # Zero-padded digits (scene ids such as 0013) stay strings; YAML 1.1 would read them as octal numbers.
+            if re.fullmatch(r"0\d+(,\s*\w+)*", raw.strip()):
+                value = raw.strip()
+            else:
+                value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise UserError(f"--set {item!r}: the value is not valid YAML ({exc.problem})") from None
         parsed.append(([k for k in key.strip().split(".")], value))

@@ -13,7 +13,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print the options reference as Markdown")
     parser.add_argument("--check", metavar="FILE", help="validate an option file and print it resolved")
     parser.add_argument("--update-readme", metavar="README", help="rewrite the README's options reference")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override a key")
     args = parser.parse_args()
     if args.update_readme:
         current = update_readme(args.update_readme)
