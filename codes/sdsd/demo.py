@@ -34,7 +34,7 @@ TEST_OPT = os.path.join("options", "test", "test_demo.yml")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The demo dataset: small frames so that a CPU trains a useful model in minutes.
-DATA = dict(scenes=12, test_scenes=2, frames=20, size=(128, 192), seed=0)
+DATA = dict(scenes=14, test_scenes=4, frames=20, size=(128, 192), seed=0, color_cast=0.3)
 QUICK_DATA = dict(scenes=3, test_scenes=1, frames=6, size=(32, 48), seed=0)
 QUICK_TRAIN = ["train.niter=2", "train.val_freq=2", "logger.save_checkpoint_freq=2", "logger.print_freq=1",
                "network_G.nf=8", "network_G.groups=2", "network_G.front_RBs=1", "network_G.back_RBs=1",

@@ -28,6 +28,8 @@ def setup_text_log(experiments_root: str, rank: int, timestamp: str, level: int 
             handler.close()
     console = logging.StreamHandler(sys.stderr)
     console._sdsd_train = True
+    # Long records (the resolved options) go to the log file only, so the console stays readable.
+    console.addFilter(lambda record: not getattr(record, "file_only", False))
     if rank != 0:
         console.setLevel(logging.WARNING)
         console.setFormatter(logging.Formatter(f"[rank {rank}] " + _FORMAT, "%H:%M:%S"))
@@ -59,7 +61,8 @@ def log_run_header(opt: dict, argv: list[str] | None, world_size: int, device, p
     logger.info("command: %s", cmd)
     logger.info("world size %d, device %s, batch %d per process (global %d)", world_size, device,
                 per_process_batch, per_process_batch * world_size)
-    logger.info("resolved options:\n%s", yaml.safe_dump(opt, sort_keys=False, default_flow_style=None).rstrip())
+    logger.info("resolved options:\n%s", yaml.safe_dump(opt, sort_keys=False, default_flow_style=None).rstrip(),
+                extra={"file_only": True})
 
 
 def timestamp() -> str:
