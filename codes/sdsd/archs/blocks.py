@@ -12,6 +12,37 @@ def lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.1, inplace=False)
 
 
+def lrelu_(x: torch.Tensor) -> torch.Tensor:
+    """In-place LeakyReLU(0.1) for freshly computed tensors nothing else holds (saves a full-size copy).
+
+    Autograd allows it with a positive slope: the backward pass reads the sign from the result.
+    """
+    return F.leaky_relu_(x, 0.1)
+
+
+def cat_pair(a: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``cat([a, ref], 1)`` where ``ref`` may hold one item per group of ``a.shape[0] // ref.shape[0]`` items.
+
+    A smaller ``ref`` is broadcast while it is written into the output, so the repeated reference features are
+    never materialised on their own; the output keeps ``a``'s memory format.
+    """
+    if ref.shape[0] == a.shape[0]:
+        return torch.cat([a, ref], 1)
+    m, c = a.shape[:2]
+    b = ref.shape[0]
+    fmt = torch.channels_last if is_channels_last(a) else torch.contiguous_format
+    out = torch.empty((m, c + ref.shape[1], *a.shape[2:]), dtype=torch.result_type(a, ref), device=a.device,
+                      memory_format=fmt)
+    out[:, :c] = a
+    out[:, c:].unflatten(0, (b, m // b)).copy_(ref.unsqueeze(1))
+    return out
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True when a 4-D tensor is laid out channels_last (and is not also plain contiguous)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def up2(x: torch.Tensor) -> torch.Tensor:
     """Bilinear x2 upsampling with ``align_corners=False`` (the published network's ``up``)."""
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
@@ -30,7 +61,7 @@ class ResidualBlockNoBN(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
+        return self.conv2(F.relu_(self.conv1(x))).add_(x)
 
 
 def make_blocks(n: int, nf: int) -> nn.Sequential:

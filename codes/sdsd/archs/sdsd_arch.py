@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dcn import ModulatedDeformConvPack
-from sdsd.archs.blocks import lrelu, make_blocks, up2
+from sdsd.archs.blocks import cat_pair, is_channels_last, lrelu, lrelu_, make_blocks, up2
 from sdsd.errors import UserError
 from sdsd.registry import ARCH_REGISTRY
 
@@ -31,7 +31,8 @@ class PCDAlign(nn.Module):
     """Pyramid, cascading and deformable alignment of neighbour features to the reference features.
 
     Inputs are lists ``[L1, L2, L3]`` of ``M x nf x h x w`` tensors holding every (neighbour, reference) pair
-    of the batch stacked along the first axis, so one call aligns all frames of all windows.
+    of the batch stacked along the first axis, so one call aligns all frames of all windows. ``ref`` may instead
+    hold one item per window (``M / B``-fold shared): it is then broadcast and never copied on its own.
     """
 
     def __init__(self, nf: int = 64, groups: int = 8):
@@ -54,24 +55,26 @@ class PCDAlign(nn.Module):
         self.cas_dcnpack = _dcn(nf, groups)
 
     def forward(self, nbr: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.Tensor:
-        off3 = lrelu(self.L3_offset_conv1(torch.cat([nbr[2], ref[2]], 1)))
-        off3 = lrelu(self.L3_offset_conv2(off3))
+        # Activations on fresh conv outputs run in place (nothing else holds them); the DCN outputs keep the
+        # out-of-place one, as the dcn package may keep its output for its backward pass.
+        off3 = lrelu_(self.L3_offset_conv1(cat_pair(nbr[2], ref[2])))
+        off3 = lrelu_(self.L3_offset_conv2(off3))
         fea3 = lrelu(self.L3_dcnpack([nbr[2], off3]))
 
-        off2 = lrelu(self.L2_offset_conv1(torch.cat([nbr[1], ref[1]], 1)))
-        off2 = lrelu(self.L2_offset_conv2(torch.cat([off2, up2(off3) * 2], 1)))
-        off2 = lrelu(self.L2_offset_conv3(off2))
+        off2 = lrelu_(self.L2_offset_conv1(cat_pair(nbr[1], ref[1])))
+        off2 = lrelu_(self.L2_offset_conv2(torch.cat([off2, up2(off3).mul_(2)], 1)))
+        off2 = lrelu_(self.L2_offset_conv3(off2))
         fea2 = self.L2_dcnpack([nbr[1], off2])
-        fea2 = lrelu(self.L2_fea_conv(torch.cat([fea2, up2(fea3)], 1)))
+        fea2 = lrelu_(self.L2_fea_conv(torch.cat([fea2, up2(fea3)], 1)))
 
-        off1 = lrelu(self.L1_offset_conv1(torch.cat([nbr[0], ref[0]], 1)))
-        off1 = lrelu(self.L1_offset_conv2(torch.cat([off1, up2(off2) * 2], 1)))
-        off1 = lrelu(self.L1_offset_conv3(off1))
+        off1 = lrelu_(self.L1_offset_conv1(cat_pair(nbr[0], ref[0])))
+        off1 = lrelu_(self.L1_offset_conv2(torch.cat([off1, up2(off2).mul_(2)], 1)))
+        off1 = lrelu_(self.L1_offset_conv3(off1))
         fea1 = self.L1_dcnpack([nbr[0], off1])
         fea1 = self.L1_fea_conv(torch.cat([fea1, up2(fea2)], 1))
 
-        off = lrelu(self.cas_offset_conv1(torch.cat([fea1, ref[0]], 1)))
-        off = lrelu(self.cas_offset_conv2(off))
+        off = lrelu_(self.cas_offset_conv1(cat_pair(fea1, ref[0])))
+        off = lrelu_(self.cas_offset_conv2(off))
         return lrelu(self.cas_dcnpack([fea1, off]))
 
 
@@ -102,19 +105,28 @@ class TSAFusion(nn.Module):
         emb_ref = self.tAtt_2(aligned[:, self.center])
         emb = self.tAtt_1(aligned.reshape(b * n, c, h, w)).view(b, n, c, h, w)
         prob = torch.sigmoid((emb * emb_ref.unsqueeze(1)).sum(2, keepdim=True))
-        weighted = (aligned * prob).reshape(b, n * c, h, w)
+        # Write the weighted frames straight into the ``B x N*C x h x w`` layout the 1x1 convs read; in
+        # channels_last a plain reshape would be a second full copy.
+        weighted = aligned * prob
+        if is_channels_last(emb_ref):
+            flat = torch.empty((b, n * c, h, w), dtype=weighted.dtype, device=weighted.device,
+                               memory_format=torch.channels_last)
+            flat.view(b, n, c, h, w).copy_(weighted)
+            weighted = flat
+        else:
+            weighted = weighted.reshape(b, n * c, h, w)
 
-        fea = lrelu(self.fea_fusion(weighted))
-        att = lrelu(self.sAtt_1(weighted))
-        att = lrelu(self.sAtt_2(torch.cat([self.maxpool(att), self.avgpool(att)], 1)))
-        att_l = lrelu(self.sAtt_L1(att))
-        att_l = lrelu(self.sAtt_L2(torch.cat([self.maxpool(att_l), self.avgpool(att_l)], 1)))
-        att_l = up2(lrelu(self.sAtt_L3(att_l)))
-        att = lrelu(self.sAtt_3(att)) + att_l
-        att = up2(lrelu(self.sAtt_4(att)))
+        fea = lrelu_(self.fea_fusion(weighted))
+        att = lrelu_(self.sAtt_1(weighted))
+        att = lrelu_(self.sAtt_2(torch.cat([self.maxpool(att), self.avgpool(att)], 1)))
+        att_l = lrelu_(self.sAtt_L1(att))
+        att_l = lrelu_(self.sAtt_L2(torch.cat([self.maxpool(att_l), self.avgpool(att_l)], 1)))
+        att_l = up2(lrelu_(self.sAtt_L3(att_l)))
+        att = lrelu_(self.sAtt_3(att)) + att_l
+        att = up2(lrelu_(self.sAtt_4(att)))
         att = self.sAtt_5(att)
-        att_add = self.sAtt_add_2(lrelu(self.sAtt_add_1(att)))
-        return fea * torch.sigmoid(att) * 2 + att_add
+        att_add = self.sAtt_add_2(lrelu_(self.sAtt_add_1(att)))
+        return (fea * torch.sigmoid(att)).mul_(2).add_(att_add)
 
 
 @ARCH_REGISTRY.register("denoise_illumination_enhance", aliases=("SDSDNet",))
@@ -169,12 +181,13 @@ class DenoiseIlluminationEnhance(nn.Module):
     def extract_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-frame pyramid features. ``frames``: ``T x 3 x H x W`` -> ``(L1, L2, L3)``, ``T x nf x H/4|8|16``."""
         self._check_size(frames.shape[-2], frames.shape[-1])
-        l1 = lrelu(self.conv_first_1(frames))
-        l1 = lrelu(self.conv_first_2(l1))
-        l1 = lrelu(self.conv_first_3(l1))
+        frames = frames.contiguous(memory_format=self._memory_format())
+        l1 = lrelu_(self.conv_first_1(frames))
+        l1 = lrelu_(self.conv_first_2(l1))
+        l1 = lrelu_(self.conv_first_3(l1))
         l1 = self.feature_extraction(l1)
-        l2 = lrelu(self.fea_L2_conv2(lrelu(self.fea_L2_conv1(l1))))
-        l3 = lrelu(self.fea_L3_conv2(lrelu(self.fea_L3_conv1(l2))))
+        l2 = lrelu_(self.fea_L2_conv2(lrelu_(self.fea_L2_conv1(l1))))
+        l3 = lrelu_(self.fea_L3_conv2(lrelu_(self.fea_L3_conv1(l2))))
         return l1, l2, l3
 
     def forward_features(self, feats: tuple[torch.Tensor, ...], base: torch.Tensor):
@@ -190,9 +203,10 @@ class DenoiseIlluminationEnhance(nn.Module):
         b, n = feats[0].shape[:2]
         if n != self.nframes:
             raise UserError(f"the network was built for nframes={self.nframes} but got windows of {n} frames")
-        c = self.center
-        nbr = [f.reshape(b * n, *f.shape[2:]) for f in feats]
-        ref = [f[:, c:c + 1].expand(b, n, *f.shape[2:]).reshape(b * n, *f.shape[2:]) for f in feats]
+        c, fmt = self.center, self._memory_format()
+        nbr = [f.reshape(b * n, *f.shape[2:]).contiguous(memory_format=fmt) for f in feats]
+        # One reference item per window: PCD broadcasts it into its concatenations instead of repeating it N times.
+        ref = [f[:, c].contiguous(memory_format=fmt) for f in feats]
         aligned = self.pcd_align(nbr, ref).view(b, n, self.nf, *feats[0].shape[-2:])
         if self.w_TSA:
             fea = self.tsa_fusion(aligned)
@@ -201,6 +215,9 @@ class DenoiseIlluminationEnhance(nn.Module):
 
         noise = self._reconstruct(fea, "_denoise")
         ill_raw = self._reconstruct(fea, "")
+        if fmt == torch.channels_last:
+            # 3-channel maps: hand back the plain layout callers expect (a negligible copy).
+            noise, ill_raw = noise.contiguous(), ill_raw.contiguous()
         denoised = base - noise
         illumination = torch.clamp(torch.maximum(ill_raw, base), max=1.0)
         enhanced = denoised / torch.clamp(illumination, 0.001, 1.0)
@@ -216,13 +233,25 @@ class DenoiseIlluminationEnhance(nn.Module):
         feats = tuple(f.view(b, n, *f.shape[1:]) for f in feats)
         return self.forward_features(feats, x[:, self.center])
 
+    def to_channels_last(self) -> DenoiseIlluminationEnhance:
+        """Store the weights channels_last (NHWC), the faster layout for oneDNN convolutions on CPU; returns self.
+
+        Inputs may stay NCHW: :meth:`extract_features` and :meth:`forward_features` convert them once, and the whole
+        network then keeps the channels_last layout. ``net.to(memory_format=torch.channels_last)`` is equivalent.
+        Results equal the NCHW path up to float rounding.
+        """
+        return self.to(memory_format=torch.channels_last)
+
     # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if is_channels_last(self.fea_L2_conv1.weight) else torch.contiguous_format
 
     def _reconstruct(self, fea: torch.Tensor, suffix: str) -> torch.Tensor:
         out = getattr(self, "recon_trunk" + suffix)(fea)
-        out = lrelu(self.pixel_shuffle(getattr(self, "upconv1" + suffix)(out)))
-        out = lrelu(self.pixel_shuffle(getattr(self, "upconv2" + suffix)(out)))
-        out = lrelu(getattr(self, "HRconv" + suffix)(out))
+        out = lrelu_(self.pixel_shuffle(getattr(self, "upconv1" + suffix)(out)))
+        out = lrelu_(self.pixel_shuffle(getattr(self, "upconv2" + suffix)(out)))
+        out = lrelu_(getattr(self, "HRconv" + suffix)(out))
         return getattr(self, "conv_last" + suffix)(out)
 
     @staticmethod
