@@ -271,6 +271,9 @@ class StreamingEnhancer:
         self.padding = padding
         self.device = torch.device(device) if device is not None else next(net.parameters()).device
         self.net = net.to(self.device).eval()
+        if self.device.type == "cpu":
+            # oneDNN convolutions run faster channels_last on CPUs (bench/network_speed.py); same numbers.
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[amp]
         self.tile = _round_up(tile, MULTIPLE) if tile and tile > 0 else 0
         self.overlap = _round_up(max(overlap, 0), MULTIPLE)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,10 @@ import numpy as np
 from tqdm import tqdm
 
 from sdsd.errors import UserError, cli_main
+
+# Workers are spawned, not forked: a fork of a process whose OpenCV/torch thread pools are running can deadlock
+# in the child (seen when called from a process that imported torch).
+_SPAWN = multiprocessing.get_context("spawn")
 
 INTERPOLATIONS = {
     "area": cv2.INTER_AREA,
@@ -125,7 +130,7 @@ def prepare_sdsd(
                     failed.append((png, reason))
                 bar.update()
         else:
-            with cf.ProcessPoolExecutor(min(workers, len(todo))) as pool:
+            with cf.ProcessPoolExecutor(min(workers, len(todo)), mp_context=_SPAWN) as pool:
                 futures = {pool.submit(_convert_one, str(png), str(npy), size, flag): png for png, npy in todo}
                 for fut in cf.as_completed(futures):
                     reason = fut.result()

@@ -45,6 +45,7 @@ import concurrent.futures as cf
 import functools
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -54,6 +55,10 @@ import cv2
 import numpy as np
 
 from sdsd.errors import UserError, cli_main
+
+# Workers are spawned, not forked: a fork of a process whose OpenCV/torch thread pools are running can deadlock
+# in the child (seen when called from a process that imported torch).
+_SPAWN = multiprocessing.get_context("spawn")
 
 FORMAT_NAME = "sdsd-synthesize"
 FORMAT_VERSION = 1
@@ -531,7 +536,7 @@ def synthesize(
             for i in todo:
                 psnr[i] = _finish_scene(out, names[i], i, None, params)
         else:
-            with cf.ProcessPoolExecutor(min(workers, len(todo))) as pool:
+            with cf.ProcessPoolExecutor(min(workers, len(todo)), mp_context=_SPAWN) as pool:
                 futures = {pool.submit(_finish_scene, out, names[i], i, None, params): i for i in todo}
                 for fut in cf.as_completed(futures):
                     psnr[futures[fut]] = fut.result()
@@ -569,7 +574,7 @@ def _run_video(out: Path, video: Path, params: dict, scenes: int | None, workers
     limit = scenes if scenes is not None else 999
     names = _scene_names(limit)
     count = 0
-    pool = cf.ProcessPoolExecutor(workers) if workers > 1 else None
+    pool = cf.ProcessPoolExecutor(workers, mp_context=_SPAWN) if workers > 1 else None
     pending: dict[cf.Future, int] = {}
     try:
         for i, clip in enumerate(_video_clips(video, frames, tuple(params["size"]), limit)):
