@@ -148,7 +148,8 @@ def run(quick: bool = False, overrides: list[str] | None = None, root: str = "."
 
     figure_dir = os.path.join(root, "figure")
     suffix = "_quick" if quick else ""
-    panel = figures.render_panel(test_opt["path"]["results_root"], os.path.join(figure_dir, f"demo_panel{suffix}.png"))
+    panel = figures.render_panel(test_opt["path"]["results_root"], os.path.join(figure_dir, f"demo_panel{suffix}.png"),
+                                 width=1200)
     curve = figures.render_curve(tb_dir, os.path.join(figure_dir, f"demo_curve{suffix}.png"))
     summary = {
         "input_psnr": oracle["input_psnr"],
