@@ -55,6 +55,7 @@ import cv2
 import numpy as np
 
 from sdsd.errors import UserError, cli_main
+from sdsd.utils.cli import ArgumentParser, HelpFormatter
 
 # Workers are spawned, not forked: a fork of a process whose OpenCV/torch thread pools are running can deadlock
 # in the child (seen when called from a process that imported torch).
@@ -615,29 +616,12 @@ def _summary_line(out: Path, summary: dict, elapsed: float, skipped: bool) -> st
 
 
 # --------------------------------------------------------------------------------------------- CLI
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the docstring's layout and appends each real default (not ``None``/``False``) to its help."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default is not None and action.default is not False and action.default is not argparse.SUPPRESS:
-            text += " (default: %(default)s)"
-        return text
-
-
-class _Parser(argparse.ArgumentParser):
-    """Argument errors become one-line :class:`UserError` messages (exit status 2 via ``cli_main``)."""
-
-    def error(self, message):
-        raise UserError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (its description is the module docstring)."""
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="python -m sdsd.tools.synthesize",
         description=__doc__,
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("out", help="output folder (new, empty, or an earlier output with the same options)")
     src = parser.add_mutually_exclusive_group()
