@@ -32,13 +32,6 @@ IN_SDSD = os.path.join(PUBLISHED_TEST, "test_in_sdsd.yml")
 SMID = os.path.join(PUBLISHED_TEST, "test_smid.yml")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions are far faster on one thread than on two contended ones (CI boxes are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

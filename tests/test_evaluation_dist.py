@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from evaluation_helpers import PUBLISHED_TEST, make_sdsd_tree, overrides, save_checkpoint, set_args
 
 from sdsd.evaluation import quantitative
@@ -19,13 +18,8 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     tree = make_sdsd_tree(str(tmp_path / "data"))
     checkpoint = save_checkpoint(str(tmp_path / "tiny_G.pth"), seed=1)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = quantitative.main(["-opt", IN_SDSD, "--no-progress",
-                                    *set_args(overrides(tree, checkpoint, str(tmp_path / "one")))])
-    finally:
-        torch.set_num_threads(threads)
+    single = quantitative.main(["-opt", IN_SDSD, "--no-progress",
+                                *set_args(overrides(tree, checkpoint, str(tmp_path / "one")))])
 
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([os.path.join(REPO, "codes"), REPO, os.environ.get("PYTHONPATH", "")]))

@@ -16,16 +16,6 @@ from sdsd.errors import UserError
 from sdsd.training import NonFiniteLossError, train
 from sdsd.training.checkpoint import all_files_loadable
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these networks are tiny and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SIZE = 32  # frames are SIZE x SIZE, so a GT_size of SIZE crops deterministically
 
 

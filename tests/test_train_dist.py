@@ -5,7 +5,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
 import torch
 from test_train import load, make_options, write_options
 
@@ -37,15 +36,7 @@ def log_text(exp):
     return "".join(open(os.path.join(exp, f)).read() for f in sorted(os.listdir(exp)) if f.endswith(".log"))
 
 
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_torchrun_two_processes_equal_one_process(tmp_path, one_thread):
+def test_torchrun_two_processes_equal_one_process(tmp_path):
     opt = make_options(tmp_path, name="ddp", niter=3)
     opt["datasets"].pop("val")
     path = write_options(tmp_path, opt)
