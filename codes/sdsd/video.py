@@ -248,7 +248,20 @@ class _AudioCopier:
         self._src.close()
 
 
-class VideoWriter:
+class _AtomicOutput:
+    """Context-manager behaviour of the writers: ``close()`` on success, ``abort()`` (remove everything) on error."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class VideoWriter(_AtomicOutput):
     """Writes RGB frames to a video file under a temporary name; :meth:`close` renames it into place.
 
     Args:
@@ -350,17 +363,8 @@ class VideoWriter:
                     thing.close()
         _remove(self._tmp)
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, exc_type, *rest):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-class FolderWriter:
+class FolderWriter(_AtomicOutput):
     """Writes RGB frames as ``000000.png, 000001.png, ...`` into a temporary folder, moved into place on close.
 
     When ``path`` already exists as a folder, the frames are moved into it (replacing same-named files).
@@ -404,15 +408,6 @@ class FolderWriter:
     def abort(self) -> None:
         """Remove the temporary folder."""
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *rest):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def open_writer(path: str, width: int, height: int, fps: Fraction | float = DEFAULT_FPS,
