@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from sdsd.archs import build_network
+from sdsd.archs.fastconv import WinogradConv2d, nnpack_available
 from sdsd.data.windows import index_generation
 from sdsd.enhance import (
     PUBLISHED_NETWORK,
@@ -49,6 +52,9 @@ def plain_forward(net, frames: list[np.ndarray], padding: str = "new_info") -> n
 
 
 def enhance(net, frames, **kwargs) -> np.ndarray:
+    # Plain PyTorch convolutions unless a test asks otherwise: these tests check the streaming logic to float
+    # precision, and the Winograd backend rounds differently (checked on its own below).
+    kwargs.setdefault("conv_backend", "nchw")
     return np.stack(list(StreamingEnhancer(net, **kwargs).enhance(frames, as_float=True)))
 
 
@@ -69,6 +75,15 @@ def test_streaming_odd_size_short_clip_and_other_padding(net):
     got = enhance(net, frames, padding="replicate")
     assert got.shape == (3, 37, 45, 3)
     np.testing.assert_allclose(got, plain_forward(net, frames, "replicate"), atol=2e-5)
+
+
+def test_default_backend_agrees_with_plain_convolutions(net, clip):
+    frames, expected = clip
+    fast = copy.deepcopy(net)
+    got = enhance(fast, frames, conv_backend="auto")
+    np.testing.assert_allclose(got, expected, atol=2e-4)
+    if nnpack_available():
+        assert any(type(m) is WinogradConv2d for m in fast.modules())
 
 
 def test_uint8_output_is_rounded_float_output(net, clip):

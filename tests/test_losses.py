@@ -54,6 +54,10 @@ def test_objective_hand_checked(criterion):
     assert terms.l_ill.item() == pytest.approx(l_ill, rel=1e-5)
     assert terms.l_noise.item() == pytest.approx(l_noise, rel=1e-5)
     assert terms.total.item() == pytest.approx(l_rec + 0.5 * l_ill + l_noise, rel=1e-5)
+    # The term weights are options (train.illumination_weight / train.noise_weight; published 0.5 and 1).
+    reweighted = SDSDObjective(criterion, pixel_weight=w, center=1, illumination_weight=2.0, noise_weight=0.0)(
+        (e, i, None), (e_n, i_n, d_n), lq, gt)
+    assert reweighted.total.item() == pytest.approx(l_rec + 2.0 * l_ill, rel=1e-5)
 
 
 def test_illumination_target_carries_no_gradient():

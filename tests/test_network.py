@@ -206,3 +206,18 @@ def test_unreadable_checkpoint_names_the_file(tmp_path):
     torch.save({"step": 3}, bad)
     with pytest.raises(UserError, match="does not hold a network state_dict"):
         read_state_dict(str(bad))
+
+
+def test_illumination_bias_initialises_only_the_illumination_output():
+    torch.manual_seed(0)
+    plain = sdsd.build_network(TINY)
+    torch.manual_seed(0)
+    biased = sdsd.build_network({**TINY, "illumination_bias": 0.5})
+    assert torch.equal(biased.conv_last.bias, torch.full_like(biased.conv_last.bias, 0.5))
+    for key, value in plain.state_dict().items():
+        if key != "conv_last.bias":
+            assert torch.equal(value, biased.state_dict()[key]), key
+    # Starting above the (dark) input, the illumination branch gets a gradient at every pixel.
+    x = torch.rand(1, 5, 3, 16, 16) * 0.2
+    biased(x)[1].sum().backward()
+    assert biased.conv_last.bias.grad.abs().min() > 0

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sdsd.archs.fastconv import CONV_BACKENDS, prepare_for_inference
 from sdsd.data.windows import check_window_options, index_generation
 from sdsd.errors import UserError, cli_main
 
@@ -252,6 +253,8 @@ class StreamingEnhancer:
         tile: tile size in pixels (rounded up to a multiple of 16); 0 runs on whole frames.
         overlap: tile overlap in pixels (rounded up to a multiple of 16).
         batch: windows per forward pass (also frames per feature-extraction pass).
+        conv_backend: :data:`sdsd.archs.fastconv.CONV_BACKENDS`; ``auto`` runs Winograd (NNPACK) convolutions on
+            CPUs that have it, channels_last oneDNN on other CPUs. All agree up to float rounding.
 
     Use :meth:`enhance` (or call the object) with an iterable of ``H x W x 3`` uint8 RGB frames; it yields the
     enhanced frames in order. Memory stays bounded by about ``nframes + batch`` frames and their features.
@@ -259,7 +262,7 @@ class StreamingEnhancer:
 
     def __init__(self, net: torch.nn.Module, nframes: int | None = None, padding: str = "new_info",
                  device: torch.device | str | None = None, amp: str | None = None, tile: int = 0, overlap: int = 64,
-                 batch: int = 1):
+                 batch: int = 1, conv_backend: str = "auto"):
         self.nframes = int(nframes if nframes is not None else net.nframes)
         if self.nframes != net.nframes:
             raise UserError(f"nframes={self.nframes} but the network was built for {net.nframes}-frame windows")
@@ -271,9 +274,7 @@ class StreamingEnhancer:
         self.padding = padding
         self.device = torch.device(device) if device is not None else next(net.parameters()).device
         self.net = net.to(self.device).eval()
-        if self.device.type == "cpu":
-            # oneDNN convolutions run faster channels_last on CPUs (bench/network_speed.py); same numbers.
-            self.net = self.net.to(memory_format=torch.channels_last)
+        self.conv_backend = prepare_for_inference(self.net, self.device, conv_backend)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[amp]
         self.tile = _round_up(tile, MULTIPLE) if tile and tile > 0 else 0
         self.overlap = _round_up(max(overlap, 0), MULTIPLE)
@@ -429,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "checkpoint)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast precision (default float32)")
+    parser.add_argument("--conv-backend", choices=CONV_BACKENDS, default="auto",
+                        help="CPU convolutions: auto (winograd where NNPACK runs, else channels_last), winograd, "
+                             "channels_last or nchw; all agree up to float rounding")
     parser.add_argument("--tile", type=int, default=0,
                         help="process S x S tiles (rounded up to a multiple of 16) for frames too large for memory")
     parser.add_argument("--tile-overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
@@ -489,7 +493,7 @@ def enhance_file(args) -> dict:
         raise UserError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
     net, _ = load_enhancer_network(args.model, args.opt)
     enhancer = StreamingEnhancer(net, padding=args.padding, device=device, amp=args.amp, tile=args.tile,
-                                 overlap=args.tile_overlap, batch=args.batch)
+                                 overlap=args.tile_overlap, batch=args.batch, conv_backend=args.conv_backend)
     source = open_source(args.input, fps=args.fps)
     info = source.info
     if min(info.width, info.height) < MIN_SIZE:

@@ -143,10 +143,16 @@ class DenoiseIlluminationEnhance(nn.Module):
         center: reference frame index (default ``nframes // 2``).
         predeblur, HR_in: accepted for option-file compatibility; they have no effect.
         w_TSA: TSA fusion (else a single 1x1 conv over the concatenated frames).
+        illumination_bias: initial bias of ``conv_last`` (the illumination branch's output conv); ``None`` keeps
+            PyTorch's default init, as published. It only matters when training from scratch: the composition
+            ``max(ill_raw, centre)`` passes no gradient where ``ill_raw`` is below the input, so a branch that starts
+            below it everywhere never learns (seen: a run stuck at 11.8 dB with white outputs). A bias above the
+            input's brightness (e.g. 0.5) starts it where every pixel gets a gradient.
     """
 
     def __init__(self, nf: int = 64, nframes: int = 5, groups: int = 8, front_RBs: int = 5, back_RBs: int = 10,
-                 center: int | None = None, predeblur: bool = True, HR_in: bool = True, w_TSA: bool = True):
+                 center: int | None = None, predeblur: bool = True, HR_in: bool = True, w_TSA: bool = True,
+                 illumination_bias: float | None = None):
         super().__init__()
         self.nf, self.nframes, self.groups = nf, nframes, groups
         self.center = nframes // 2 if center is None else center
@@ -175,6 +181,8 @@ class DenoiseIlluminationEnhance(nn.Module):
             setattr(self, "HRconv" + suffix, _conv(64, 64))
             setattr(self, "conv_last" + suffix, _conv(64, 3))
         self.pixel_shuffle = nn.PixelShuffle(2)
+        if illumination_bias is not None:
+            nn.init.constant_(self.conv_last.bias, float(illumination_bias))
 
     # -- stages -------------------------------------------------------------------------------------------------
 

@@ -88,6 +88,7 @@ def load_model(opt: dict, device: torch.device) -> nn.Module:
         UserError: the option is not set, the file does not exist, or the checkpoint does not fit.
     """
     from sdsd.archs import build_network, load_network
+    from sdsd.archs.fastconv import prepare_for_inference
 
     path = (opt.get("path") or {}).get("pretrain_model_G")
     if not path:
@@ -97,10 +98,10 @@ def load_model(opt: dict, device: torch.device) -> nn.Module:
         raise UserError(f"path.pretrain_model_G: checkpoint {path} does not exist; download it or fix the path")
     net = build_network(opt.get("network_G") or {})
     load_network(net, path, strict=bool(opt["path"].get("strict_load", True)))
-    if device.type == "cpu":
-        # oneDNN convolutions are faster channels_last on CPUs (bench/network_speed.py); same numbers up to rounding.
-        net = net.to(memory_format=torch.channels_last)
-    return net.to(device).eval()
+    net = net.to(device).eval()
+    # Winograd (NNPACK) or channels_last convolutions on CPUs (python -m bench); same numbers up to float rounding.
+    prepare_for_inference(net, device, opt.get("conv_backend", "auto"))
+    return net
 
 
 def plan_work(scene_lengths: Sequence[tuple[str, int]], rank: int = 0, world_size: int = 1) -> list[WorkItem]:

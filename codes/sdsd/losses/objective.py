@@ -47,14 +47,19 @@ class SDSDObjective(nn.Module):
         pixel_criterion: ``cb`` (Charbonnier) or ``l1``; both summed.
         pixel_weight: ``w``, the weight of every pixel term.
         center: index of the centre frame in the window.
+        illumination_weight: factor of ``l_ill`` in the total (published: 0.5).
+        noise_weight: factor of ``l_noise`` in the total (published: 1).
     """
 
-    def __init__(self, pixel_criterion: str = "cb", pixel_weight: float = 1.0, center: int = 2):
+    def __init__(self, pixel_criterion: str = "cb", pixel_weight: float = 1.0, center: int = 2,
+                 illumination_weight: float = 0.5, noise_weight: float = 1.0):
         super().__init__()
         self.pix = build_pixel_loss(pixel_criterion)
         self.l1 = L1SumLoss()
         self.weight = float(pixel_weight)
         self.center = int(center)
+        self.illumination_weight = float(illumination_weight)
+        self.noise_weight = float(noise_weight)
 
     def forward(self, clean_out, noisy_out, lq: torch.Tensor, gt: torch.Tensor) -> LossTerms:
         """Compute the terms.
@@ -77,4 +82,5 @@ class SDSDObjective(nn.Module):
         l_rec = w * 0.5 * self.pix(enhanced, gt) + w * 0.5 * self.pix(enhanced_n, gt)
         l_ill = w * 0.5 * self.l1(illum, target_ill) + w * 0.5 * self.l1(illum_n, target_ill)
         l_noise = w * self.pix(denoised_n, lq_c)
-        return LossTerms(l_rec, l_ill, l_noise, l_rec + 0.5 * l_ill + l_noise)
+        total = l_rec + self.illumination_weight * l_ill + self.noise_weight * l_noise
+        return LossTerms(l_rec, l_ill, l_noise, total)

@@ -57,6 +57,9 @@ NETWORK_KEYS = {
     "predeblur": (True, "Accepted for compatibility; no effect (published)."),
     "HR_in": (True, "Accepted for compatibility; no effect (published)."),
     "w_TSA": (True, "Use TSA fusion; false = a single 1x1 fusion conv (published)."),
+    "illumination_bias": (None, "Initial bias of conv_last (illumination output) when training from scratch; null "
+                          "= PyTorch default (published). 0.5 keeps the branch from starting dead (no gradient "
+                          "flows where its output is below the input)."),
 }
 
 PATH_KEYS = {
@@ -86,6 +89,8 @@ TRAIN_KEYS = {
     "clear_state": (None, "MultiStepLR_Restart: clear Adam state at restarts."),
     "pixel_criterion": ("cb", "cb (Charbonnier, summed) or l1 (summed) (published)."),
     "pixel_weight": (1.0, "Weight of every pixel loss term (published)."),
+    "illumination_weight": (0.5, "Factor of the illumination term l_ill in the total loss (published: 0.5)."),
+    "noise_weight": (1.0, "Factor of the self-supervised noise term l_noise in the total loss (published: 1)."),
     "val_freq": (5000, "Validate every this many iterations (published)."),
     "val_max_frames": (None, "Validate on at most this many frames per scene during training; null = all."),
     "manual_seed": (None, "Random seed; null picks one and logs it (published)."),
@@ -125,6 +130,9 @@ TOP_KEYS = {
     "train": ({}, "Training settings; see the train keys."),
     "logger": ({}, "Logging settings; see the logger keys."),
     "protocol": ({}, "Evaluation protocol; see the protocol keys."),
+    "conv_backend": ("auto", "CPU convolutions: auto, winograd (NNPACK), channels_last or nchw; all agree up to float "
+                     "rounding (sdsd.archs.fastconv). auto = winograd where NNPACK runs (training too, unless "
+                     "train.channels_last), else channels_last for testing."),
     "dist": (False, "Set by the program: whether torch.distributed is initialised."),
 }
 

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from sdsd.archs import build_network, load_network, unwrap
+from sdsd.archs.fastconv import use_winograd
 from sdsd.errors import UserError
 from sdsd.losses import SDSDObjective, noisy_copy
 from sdsd.training import checkpoint as ckpt
@@ -172,6 +173,12 @@ def build_training(opt: dict, info: DistInfo, resuming: bool = False) -> TrainSt
     channels_last = bool(train_opt.get("channels_last"))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    elif opt.get("conv_backend", "auto") in ("auto", "winograd") and info.device.type == "cpu":
+        # NNPACK Winograd for the 3x3 convs' forward and input gradient on CPUs (sdsd.archs.fastconv); the weights
+        # and checkpoints are unchanged, and autocast / torch.compile calls fall back to the plain convolution.
+        converted = use_winograd(model)
+        if converted:
+            logger.info("conv_backend: %d convolutions run NNPACK Winograd kernels on the CPU", converted)
     optimizer = build_optimizer(model, train_opt)
     scheduler = build_scheduler(optimizer, train_opt)
     amp = train_opt.get("amp") or "none"
@@ -182,7 +189,8 @@ def build_training(opt: dict, info: DistInfo, resuming: bool = False) -> TrainSt
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     if train_opt.get("compile"):
         net = torch.compile(net)
-    objective = SDSDObjective(train_opt["pixel_criterion"], train_opt["pixel_weight"], unwrap(model).center)
+    objective = SDSDObjective(train_opt["pixel_criterion"], train_opt["pixel_weight"], unwrap(model).center,
+                              train_opt["illumination_weight"], train_opt["noise_weight"])
     return TrainState(opt=opt, dist=info, model=model, net=net, optimizer=optimizer, scheduler=scheduler,
                       scaler=scaler, objective=objective, amp_dtype=AMP_DTYPES.get(amp), channels_last=channels_last)
 
