@@ -33,8 +33,11 @@ TEST_OPT = os.path.join("options", "test", "test_demo.yml")
 # The option files live in the checkout (``<repo>/options``), next to the ``codes/`` folder holding this package.
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# The demo dataset: small frames so that a CPU trains a useful model in minutes.
-DATA = dict(scenes=14, test_scenes=4, frames=20, size=(128, 192), seed=0, color_cast=0.3)
+# The demo dataset: small frames so that a CPU trains a useful model in minutes. Many short scenes, not a few long
+# ones: with 10 training scenes (each one exposure) the model fitted those exposures and its held-out PSNR fell
+# while the loss still fell; with 100 it kept improving (same frame budget per iteration). No colour cast: SDSD's
+# pairs differ in exposure and noise, not white balance (a cast changed the margin over the oracle by < 0.5 dB).
+DATA = dict(scenes=104, test_scenes=4, frames=8, size=(128, 192), seed=0, color_cast=0.0)
 QUICK_DATA = dict(scenes=3, test_scenes=1, frames=6, size=(32, 48), seed=0)
 QUICK_TRAIN = ["train.niter=2", "train.val_freq=2", "logger.save_checkpoint_freq=2", "logger.print_freq=1",
                "network_G.nf=8", "network_G.groups=2", "network_G.front_RBs=1", "network_G.back_RBs=1",
