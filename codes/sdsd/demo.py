@@ -151,8 +151,10 @@ def run(quick: bool = False, overrides: list[str] | None = None, root: str = "."
 
     figure_dir = os.path.join(root, "figure")
     suffix = "_quick" if quick else ""
+    # Only this run's held-out scenes: results/<name>/images may still hold panels of an earlier demo's scenes.
+    shown = [scene for scene in testing_dir.split(",") if scene][:3]
     panel = figures.render_panel(test_opt["path"]["results_root"], os.path.join(figure_dir, f"demo_panel{suffix}.png"),
-                                 width=1200)
+                                 scenes=shown, width=1200)
     curve = figures.render_curve(tb_dir, os.path.join(figure_dir, f"demo_curve{suffix}.png"))
     summary = {
         "input_psnr": oracle["input_psnr"],
