@@ -16,6 +16,20 @@ H, W = 32, 48
 PUBLISHED_TEST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "options", "test")
 
 
+def aligning_tiny_net(**opts) -> torch.nn.Module:
+    """A seeded tiny SDSD-Net in eval mode whose offset predictors are non-zero, so PCD really samples off-grid.
+
+    ``opts`` are ``network_G`` keys over ``TINY_NET``.
+    """
+    torch.manual_seed(0)
+    net = sdsd.build_network({"which_model_G": "denoise_illumination_enhance", **TINY_NET, **opts}).eval()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "conv_offset_mask" in name:
+                p.normal_(0, 0.05)
+    return net
+
+
 def clip_frames(photo: str, n: int, seed: int) -> list[np.ndarray]:
     """``n`` BGR uint8 ``H x W`` frames: a crop window drifting over a real photograph."""
     img = getattr(skimage.data, photo)()

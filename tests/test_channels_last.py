@@ -3,19 +3,11 @@
 import copy
 
 import torch
-
-import sdsd
-
-TINY = dict(which_model_G="denoise_illumination_enhance", nf=8, nframes=5, groups=2, front_RBs=1, back_RBs=1)
+from evaluation_helpers import aligning_tiny_net
 
 
 def _nets():
-    torch.manual_seed(0)
-    net = sdsd.build_network(TINY).eval()
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "conv_offset_mask" in name:
-                p.normal_(0, 0.05)
+    net = aligning_tiny_net()
     return net, copy.deepcopy(net).to_channels_last()
 
 

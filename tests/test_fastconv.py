@@ -5,28 +5,19 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from evaluation_helpers import aligning_tiny_net
 from torch import nn
 
-import sdsd
 from sdsd.archs.fastconv import WinogradConv2d, eligible, nnpack_available, use_winograd
 
 pytestmark = pytest.mark.skipif(not nnpack_available(), reason="this PyTorch build has no NNPACK")
-
-TINY = dict(which_model_G="denoise_illumination_enhance", nf=16, nframes=5, groups=2, front_RBs=1, back_RBs=1)
-
 
 def _rel(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
 def _net():
-    torch.manual_seed(0)
-    net = sdsd.build_network(TINY).eval()
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "conv_offset_mask" in name:
-                p.normal_(0, 0.05)
-    return net
+    return aligning_tiny_net(nf=16)
 
 
 @pytest.mark.parametrize("batch,cin,cout,size", [(1, 16, 16, (20, 28)), (3, 32, 24, (24, 24)), (2, 64, 64, (23, 29))])

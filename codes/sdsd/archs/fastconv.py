@@ -33,6 +33,8 @@ import functools
 import torch
 from torch import nn
 
+from sdsd.errors import UserError
+
 # Smallest in/out channel count converted, and smallest frame (H * W) run on NNPACK: below them oneDNN was as fast
 # or faster (measured on the 2-core AVX2 development machine, one thread: 8 frames of 32 channels at 12x12 ran
 # 1.4x slower on NNPACK, 32->256 channels at 24x24 1.35x faster).
@@ -146,8 +148,6 @@ def prepare_for_inference(net: nn.Module, device: torch.device | str, backend: s
     ``winograd`` asked for where NNPACK cannot run (no NNPACK, not a CPU) falls back to ``channels_last`` on a CPU
     and ``nchw`` elsewhere. Results of every backend agree up to float rounding.
     """
-    from sdsd.errors import UserError
-
     if backend not in CONV_BACKENDS:
         raise UserError(f"conv backend {backend!r} is not one of {', '.join(CONV_BACKENDS)}")
     cpu = torch.device(device).type == "cpu"
