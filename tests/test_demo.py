@@ -12,12 +12,21 @@ from sdsd.archs import read_state_dict
 
 
 def test_quick_demo_writes_every_artefact(tmp_path):
+    from sdsd.demo import QUICK_DATA
+    from sdsd.tools.synthesize import synthesize
+
+    # A dataset an older demo made with other parameters is regenerated, not reused or refused.
+    stale = tmp_path / "dataset" / "demo_quick"
+    synthesize(str(stale), workers=1, verbose=False, **{**QUICK_DATA, "seed": QUICK_DATA["seed"] + 1})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "sdsd.demo", "--quick", "--root", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("demo: ")]
-    assert len(lines) == 3 and "oracle global brightening" in lines[0]
+    assert len(lines) == 4 and "synthesized with other parameters" in lines[0]
+    lines = lines[1:]
+    assert "oracle global brightening" in lines[0]
+    assert json.loads((stale / "summary.json").read_text())["params"]["seed"] == QUICK_DATA["seed"]
 
     summary = json.loads((tmp_path / "results" / "demo_quick" / "summary.json").read_text())
     for key in ("input_psnr", "output_psnr", "output_ssim", "oracle_brightening_psnr"):
