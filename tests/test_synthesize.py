@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from sdsd.errors import UserError
-from sdsd.tools.synthesize import degrade_clip, linear_to_srgb, psnr_uint8, srgb_to_linear, synthesize
+from sdsd.tools.synthesize import (
+    StaleDatasetError,
+    degrade_clip,
+    linear_to_srgb,
+    psnr_uint8,
+    srgb_to_linear,
+    synthesize,
+)
 
 CODES = Path(__file__).resolve().parents[1] / "codes"
 TINY = {"scenes": 3, "test_scenes": 1, "frames": 4, "size": (32, 48), "seed": 7, "verbose": False}
@@ -136,13 +143,14 @@ def test_rerun_skips_resumes_and_refuses(tiny, tmp_path):
     synthesize(partial, workers=1, **TINY)
     assert _tree_bytes(partial) == reference
 
-    with pytest.raises(UserError, match="frames"):
+    with pytest.raises(StaleDatasetError, match="frames"):  # ours, made with other parameters: safe to regenerate
         synthesize(out, workers=1, **{**TINY, "frames": 5})
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match="not empty"):
+    with pytest.raises(UserError, match="not empty") as refused:
         synthesize(foreign, workers=1, **TINY)
+    assert not isinstance(refused.value, StaleDatasetError)  # a folder it did not make is never called stale
 
 
 def test_bad_options_are_user_errors(tmp_path):

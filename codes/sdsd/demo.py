@@ -127,7 +127,7 @@ def run(quick: bool = False, overrides: list[str] | None = None, root: str = "."
     """Run the demo end to end and return the summary dict (also written to ``results/<name>/summary.json``)."""
     from sdsd.evaluation import qualitative, quantitative
     from sdsd.tools import figures
-    from sdsd.tools.synthesize import synthesize
+    from sdsd.tools.synthesize import StaleDatasetError, synthesize
     from sdsd.training import train
     from sdsd.utils.dist import init_distributed
 
@@ -140,11 +140,8 @@ def run(quick: bool = False, overrides: list[str] | None = None, root: str = "."
     params = QUICK_DATA if quick else DATA
     try:
         data = synthesize(data_dir, workers=1, verbose=not quick, **params)
-    except UserError as err:
-        # The demo owns dataset/demo: one an older demo synthesized with other parameters is regenerated (only
-        # when synthesize's own marker file proves it made the folder; anything else stays an error).
-        if " was made with " not in str(err) or not os.path.isfile(os.path.join(data_dir, ".synthesize.json")):
-            raise
+    except StaleDatasetError:
+        # The demo owns dataset/demo: one that synthesize made with other parameters (an older demo) is regenerated.
         print(f"demo: {data_dir} was synthesized with other parameters (an older demo); regenerating it", flush=True)
         shutil.rmtree(data_dir)
         data = synthesize(data_dir, workers=1, verbose=not quick, **params)

@@ -63,6 +63,12 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 FORMAT_NAME = "sdsd-synthesize"
 FORMAT_VERSION = 1
+
+
+class StaleDatasetError(UserError):
+    """The output folder holds a dataset this tool made with other parameters (so it is safe to regenerate)."""
+
+
 _PARAMS_FILE = ".synthesize.json"  # written first; a dot file so `glob(folder/*)` readers never see it
 _SUMMARY_FILE = "summary.json"  # written last; its presence means the dataset is complete
 _TESTING_FILE = "testing_dir.txt"
@@ -433,7 +439,7 @@ def _prepare_out(out: Path, params: dict) -> dict | None:
             raise UserError(f"{marker} is unreadable; delete {out} and run again") from None
         for key in params:
             if previous.get(key) != params[key]:
-                raise UserError(
+                raise StaleDatasetError(
                     f"{out} was made with {key}={previous.get(key)!r}, not {params[key]!r}; "
                     "use the same options, another folder, or delete it"
                 )
