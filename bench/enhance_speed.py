@@ -34,12 +34,14 @@ def _measure(height: int, width: int, tile: int, overlap: int, frames: int, thre
     import torch
 
     from sdsd.archs import build_network
-    from sdsd.enhance import PUBLISHED_NETWORK, StreamingEnhancer, peak_memory_mib
+    from sdsd.enhance import peak_memory_mib
+    from sdsd.inference import Engine, TorchBackend
+    from sdsd.options import published_network
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = build_network(PUBLISHED_NETWORK).eval()
+    net = build_network(published_network()).eval()
     rng = np.random.default_rng(0)
     # Dim, noisy frames, like the low-light inputs; generated lazily so the source itself costs no memory.
     base = (rng.random((height, width, 3)) * 60).astype(np.uint8)
@@ -49,11 +51,11 @@ def _measure(height: int, width: int, tile: int, overlap: int, frames: int, thre
             yield np.roll(base, 4 * i, axis=1)
 
     rss_before, _ = peak_memory_mib()
-    enhancer = StreamingEnhancer(net, device="cpu", tile=tile, overlap=overlap)
+    engine = Engine(TorchBackend(net, "cpu"), tile=tile, overlap=overlap)
     start = time.perf_counter()
     first = None
     count = 0
-    for _ in enhancer.enhance(source()):
+    for _ in engine.stream(source()):
         count += 1
         if first is None:
             first = time.perf_counter() - start

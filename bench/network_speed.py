@@ -12,7 +12,7 @@ Measured in one process, so the ratios hold even on a busy machine:
   peak" is an effective figure and can exceed 100%;
 * ``kernels`` / ``stages``: where the time of the fastest fp32 variant goes (convolutions, deformable-conv
   matmul and sampling, everything else; feature extraction, PCD, TSA, reconstruction);
-* ``streaming``: :class:`sdsd.enhance.StreamingEnhancer` over a clip (each frame's features computed once and
+* ``streaming``: :meth:`sdsd.inference.Engine.stream` over a clip (each frame's features computed once and
   reused by the overlapping windows), seconds per frame and the speed-up over the reference forward;
 * ``bf16_accuracy``: PSNR of fp32 and bf16 outputs on darkened photographs (skimage) against the originals,
   and of bf16 against fp32.
@@ -261,20 +261,21 @@ def bf16_accuracy(net, size: tuple[int, int], device: torch.device) -> dict:
 
 def streaming(net, size: tuple[int, int], frames: int, device: torch.device, amp: str | None = None,
               conv_backend: str = "auto") -> dict:
-    """Frames/s of StreamingEnhancer (features once per frame, reused by the N overlapping windows)."""
-    from sdsd.enhance import StreamingEnhancer
+    """Frames/s of the engine's streaming path (features once per frame, reused by the N overlapping windows)."""
+    from sdsd.inference import Engine, TorchBackend
 
     rng = np.random.default_rng(0)
     clip = [rng.integers(0, 64, (*size, 3), dtype=np.uint8) for _ in range(frames)]
     # No separate warm-up: the caller has already run the network at this size. The clip's first output needs the
     # features of the first N//2 + 1 frames, its last ones none, so time / frames is the steady per-frame cost.
-    enhancer = StreamingEnhancer(net, device=device, amp=amp, batch=1, conv_backend=conv_backend)
+    backend = TorchBackend(net, device, precision=amp or "fp32", conv_backend=conv_backend)
+    engine = Engine(backend)
     _sync(device)
     start = time.perf_counter()
-    count = sum(1 for _ in enhancer.enhance(clip))
+    count = sum(1 for _ in engine.stream(clip))
     _sync(device)
     seconds = time.perf_counter() - start
-    return {"frames": count, "size": list(size), "amp": amp or "fp32", "conv_backend": enhancer.conv_backend,
+    return {"frames": count, "size": list(size), "amp": amp or "fp32", "conv_backend": backend.conv_backend,
             "seconds_per_frame": seconds / count,
             "frames_per_s": count / seconds}
 

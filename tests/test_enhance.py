@@ -1,4 +1,4 @@
-"""sdsd.enhance.StreamingEnhancer: streaming = the plain windowed forward; tiling; padding; option inference."""
+"""The engine's streaming path (Engine.stream): = the plain windowed forward; tiling; padding; option inference."""
 
 from __future__ import annotations
 
@@ -8,18 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from sdsd.archs import build_network
+from sdsd.archs import build_network, network_options_from_state
 from sdsd.archs.fastconv import WinogradConv2d, nnpack_available
 from sdsd.data.windows import index_generation
-from sdsd.enhance import (
-    PUBLISHED_NETWORK,
-    StreamingEnhancer,
-    infer_network_options,
-    pad_to_multiple,
-    plan_tiles,
-    tile_weights,
-)
+from sdsd.enhance import load_engine
 from sdsd.errors import UserError
+from sdsd.inference import Engine, TorchBackend, pad_to_multiple, plan_tiles, tile_weights
+from sdsd.options import published_network
+
+PUBLISHED_NETWORK = published_network()
 
 TINY = {"nf": 8, "nframes": 5, "groups": 2, "front_RBs": 1, "back_RBs": 1}
 
@@ -51,11 +48,17 @@ def plain_forward(net, frames: list[np.ndarray], padding: str = "new_info") -> n
     return np.stack(out)
 
 
-def enhance(net, frames, **kwargs) -> np.ndarray:
+def streamer(net, conv_backend: str = "auto", amp: str | None = None, batch: int = 1, **kwargs) -> Engine:
+    """The engine as ``sdsd.enhance`` sets it up (``batch`` windows per call and frames per feature call)."""
+    backend = TorchBackend(net, "cpu", precision=amp or "fp32", conv_backend=conv_backend)
+    return Engine(backend, chunk=batch, batch=batch, **kwargs)
+
+
+def enhance(net, frames, padding: str = "new_info", **kwargs) -> np.ndarray:
     # Plain PyTorch convolutions unless a test asks otherwise: these tests check the streaming logic to float
     # precision, and the Winograd backend rounds differently (checked on its own below).
     kwargs.setdefault("conv_backend", "nchw")
-    return np.stack(list(StreamingEnhancer(net, **kwargs).enhance(frames, as_float=True)))
+    return np.stack(list(streamer(net, **kwargs).stream(frames, padding, as_float=True)))
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,7 @@ def test_default_backend_agrees_with_plain_convolutions(net, clip):
 
 def test_uint8_output_is_rounded_float_output(net, clip):
     frames, expected = clip
-    as_uint8 = np.stack(list(StreamingEnhancer(net, batch=4).enhance(frames)))
+    as_uint8 = np.stack(list(streamer(net, batch=4).stream(frames)))
     assert as_uint8.dtype == np.uint8
     expected = np.round(expected * 255)
     assert np.abs(as_uint8.astype(np.float64) - expected).max() <= 1
@@ -111,11 +114,11 @@ def test_features_once_per_frame_and_bounded_lookahead(net):
             consumed.append(i)
             yield f
 
-    enhancer = StreamingEnhancer(net, batch=2)
+    enhancer = streamer(net, batch=2)
     net.extract_features = counting
     try:
         produced = 0
-        for _ in enhancer.enhance(source()):
+        for _ in enhancer.stream(source()):
             # Output i needs frames up to max(i + N//2, 2 * N//2) (and a batch of 2 reads one window further).
             assert len(consumed) <= max(produced + 1 + half, 2 * half + 1) + 1
             produced += 1
@@ -183,26 +186,31 @@ def test_pad_to_multiple_reflects_or_replicates():
                                   PUBLISHED_NETWORK])
 def test_infer_network_options_from_state_dict(opts):
     state = build_network(opts).state_dict()
-    inferred = infer_network_options(state)
+    inferred = network_options_from_state(state)
     for key, value in {**PUBLISHED_NETWORK, **opts}.items():
         assert inferred[key] == value, key
     net = build_network(inferred)
     net.load_state_dict(state)
 
 
-def test_bad_frames_and_options_are_user_errors(net):
+def test_bad_frames_and_options_are_user_errors(net, tmp_path):
     with pytest.raises(UserError, match="same size"):
-        list(StreamingEnhancer(net).enhance(random_frames(1, 32, 32) + random_frames(1, 32, 48)))
+        list(streamer(net).stream(random_frames(1, 32, 32) + random_frames(1, 32, 48)))
     with pytest.raises(UserError, match="16 px"):
-        list(StreamingEnhancer(net).enhance(random_frames(2, 12, 40)))
+        list(streamer(net).stream(random_frames(2, 12, 40)))
     with pytest.raises(UserError, match="uint8"):
-        list(StreamingEnhancer(net).enhance([np.zeros((32, 32, 3), np.float32)]))
+        list(streamer(net).stream([np.zeros((32, 32, 3), np.float64)]))
     with pytest.raises(UserError, match="half"):
-        StreamingEnhancer(net, tile=64, overlap=48)
-    with pytest.raises(UserError, match="nframes"):
-        StreamingEnhancer(net, nframes=3)
+        streamer(net, tile=64, overlap=48)
+    # A window width the checkpoint was not built for is refused when the network is loaded.
+    checkpoint = tmp_path / "tiny_G.pth"
+    torch.save(net.state_dict(), checkpoint)
+    option_file = tmp_path / "three.yml"
+    option_file.write_text(f"name: three\nnetwork_G: {dict(TINY, nframes=3)}\n")
+    with pytest.raises(UserError, match="does not fit"):
+        load_engine(str(checkpoint), str(option_file))
     with pytest.raises(UserError, match="not an SDSD-Net"):
-        infer_network_options({"weight": torch.zeros(3)})
+        network_options_from_state({"weight": torch.zeros(3)})
 
 
 def test_bf16_autocast_stays_close(net):

@@ -16,7 +16,9 @@ from test_video import make_frames, make_video, probe
 
 from sdsd.archs import build_network
 from sdsd.data.windows import index_generation
-from sdsd.enhance import PUBLISHED_NETWORK, main, pad_to_multiple
+from sdsd.enhance import main
+from sdsd.inference import pad_to_multiple
+from sdsd.options import published_network
 from sdsd.video import read_frames
 
 TINY = {"nf": 8, "nframes": 5, "groups": 2, "front_RBs": 1, "back_RBs": 1}
@@ -118,7 +120,7 @@ def test_opt_file_network(tiny, tmp_path, capsys):
     assert run_cli(frames, "-o", tmp_path / "o1", "--model", tiny[1], "--opt", good) == 0
     assert len(os.listdir(tmp_path / "o1")) == 3
     published = tmp_path / "published.yml"
-    published.write_text(yaml.safe_dump({"network_G": PUBLISHED_NETWORK}))
+    published.write_text(yaml.safe_dump({"network_G": published_network()}))
     with pytest.raises(SystemExit) as exc:
         run_cli(frames, "-o", tmp_path / "o2", "--model", tiny[1], "--opt", published)
     assert exc.value.code == 2 and "does not fit" in capsys.readouterr().err

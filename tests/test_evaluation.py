@@ -25,7 +25,7 @@ import sdsd
 from sdsd import options
 from sdsd.data import build_dataset
 from sdsd.evaluation import qualitative, quantitative
-from sdsd.evaluation.inference import enhance_windows, iterate_work, load_model, plan_work
+from sdsd.inference import engine_from_options, iterate_dataset, plan_work
 from sdsd.metrics import calculate_psnr, calculate_ssim, score_frame, tensor_to_uint8_bgr
 
 IN_SDSD = os.path.join(PUBLISHED_TEST, "test_in_sdsd.yml")
@@ -108,7 +108,7 @@ def test_frames_scored_from_the_network_output(published_run, tree, tmp_path):
     data = published_run[0]
     opt = tiny_opt(tree, str(tmp_path))
     dataset = build_dataset(opt["datasets"]["test"], "test")
-    net = load_model(opt, torch.device("cpu"))
+    net = engine_from_options(opt, torch.device("cpu")).backend.net
     item = dataset[8]  # sceneB frame 1
     with torch.inference_mode():
         enhanced = net(item["LQs"][None])[0][0]
@@ -131,9 +131,10 @@ def test_protocol_options_recorded(tree, tmp_path):
 def test_feature_reuse_equals_plain_windowed_forward(tree, tmp_path):
     opt = tiny_opt(tree, str(tmp_path))
     dataset = build_dataset(opt["datasets"]["test"], "test")
-    net = load_model(opt, torch.device("cpu"))
+    engine = engine_from_options(opt, torch.device("cpu"), chunk=3, batch=2)
+    net = engine.backend.net
     work = plan_work([(s, dataset.scene_length(s)) for s in dataset.scenes])
-    outs = list(iterate_work(net, dataset, work, torch.device("cpu"), chunk=3, batch=2))
+    outs = list(iterate_dataset(engine, dataset, work))
     assert [(o.scene, o.index) for o in outs] == [(s, i) for s in ("sceneA", "sceneB") for i in range(7 if s ==
                                                                                                        "sceneA" else 6)]
     lq, _ = dataset.load_scene("sceneA")
@@ -153,10 +154,11 @@ def test_feature_reuse_equals_plain_windowed_forward(tree, tmp_path):
 def test_self_ensemble_averages_flipped_windows(tree, tmp_path):
     opt = tiny_opt(tree, str(tmp_path))
     dataset = build_dataset(opt["datasets"]["test"], "test")
-    net = load_model(opt, torch.device("cpu"))
+    engine = engine_from_options(opt, torch.device("cpu"), self_ensemble=True)
+    net = engine.backend.net
     lq, _ = dataset.load_scene("sceneB")
     windows = [dataset.window("sceneB", i) for i in range(6)]
-    outs = list(enhance_windows(net, lq, windows, self_ensemble=True))
+    outs = list(engine.clip(lq, windows))
     assert len(outs) == 6
     x = torch.stack([lq[w] for w in windows])
     with torch.inference_mode():
@@ -165,7 +167,7 @@ def test_self_ensemble_averages_flipped_windows(tree, tmp_path):
     for k, (enhanced, illumination, denoised) in outs:
         assert enhanced.shape == illumination.shape == denoised.shape == (3, 32, 48)
         torch.testing.assert_close(enhanced, expected[k], atol=1e-4, rtol=1e-4)
-    plain = list(enhance_windows(net, lq, windows))
+    plain = list(engine_from_options(opt, torch.device("cpu")).clip(lq, windows))
     assert not torch.allclose(plain[0][1][0], outs[0][1][0])  # the flips really changed something
 
 
@@ -193,11 +195,11 @@ def test_smid_uses_the_datasets_gt(tree, tmp_path):
     assert list(data["scenes"]) == ["0013"] and data["scenes"]["0013"]["frames"] == 6
 
     opt = options.load(SMID, items, is_train=False)
-    net = load_model(opt, torch.device("cpu"))
+    engine = engine_from_options(opt, torch.device("cpu"))
     frames = torch.from_numpy(np.stack(lq)[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255
     gt = torch.from_numpy(ref[..., ::-1].copy()).permute(2, 0, 1).float() / 255
     dataset = build_dataset(opt["datasets"]["test"], "test")
-    outs = dict(enhance_windows(net, frames, [dataset.window("0013", i) for i in range(6)]))
+    outs = dict(engine.clip(frames, [dataset.window("0013", i) for i in range(6)]))
     for i in range(6):
         psnr, ssim = score_frame(outs[i][0], gt)
         assert data["frames"][i]["psnr"] == pytest.approx(psnr, abs=1e-6)
@@ -284,7 +286,7 @@ def test_random_weights_are_not_loaded_silently(tree):
     """The loaded network equals the checkpoint, not a fresh initialisation."""
     opt = {"network_G": {"which_model_G": "denoise_illumination_enhance", **TINY_NET},
            "path": {"pretrain_model_G": tree["checkpoint"], "strict_load": True}}
-    net = load_model(opt, torch.device("cpu"))
+    net = engine_from_options(opt, torch.device("cpu")).backend.net
     state = torch.load(tree["checkpoint"], weights_only=True)
     torch.manual_seed(123)
     fresh = sdsd.build_network(opt["network_G"]).state_dict()

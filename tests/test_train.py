@@ -178,3 +178,21 @@ def test_bad_options_fail_before_work(tmp_path, override, message):
     with pytest.raises(UserError, match=message):
         train(load(tmp_path, opt, [override]), progress=False)
     assert not os.path.exists(tmp_path / "experiments" / "tiny" / "models" / "2_G.pth")
+
+
+@pytest.mark.parametrize("average", ["scene", "frame"])
+def test_validation_psnr_equals_quantitative_test(tmp_path, average):
+    """Validation runs the quantitative test's engine and scoring: same weights and scenes, the same numbers."""
+    from sdsd.evaluation import quantitative
+
+    opt = make_options(tmp_path, niter=2, val_freq=2)
+    opt["protocol"] = {"average": average}
+    result = train(load(tmp_path, opt), progress=False)
+    data = opt["datasets"]["val"]
+    test_opt = {"name": "check", "gpu_ids": [], "network_G": opt["network_G"], "protocol": {"average": average},
+                "datasets": {"test": {**data, "mode": "video_samesize1", "testing_dir": "pair4"}},
+                "path": {"root": str(tmp_path), "pretrain_model_G": result["latest_G"]}}
+    path = write_options(tmp_path, test_opt, "test.yml")
+    metrics = quantitative.main(["-opt", path, "--no-progress"])
+    assert metrics["frames"] and len(metrics["frames"]) == result["val"]["frames"]
+    assert result["val"]["psnr"] == metrics["psnr"] and result["val"]["ssim"] == metrics["ssim"]

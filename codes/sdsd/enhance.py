@@ -9,30 +9,20 @@ INPUT is a video file (any container/codec FFmpeg decodes) or a folder of frames
 sorted by name). OUTPUT is a video file (H.264, same frame rate and frame count, audio copied) when it has a
 video extension, else a folder of PNGs. Nothing is left at OUTPUT unless the whole run succeeds.
 
-How frames are processed (the published test protocol, SPEC §3, with ``n`` = the number of frames read):
-every output frame ``i`` comes from the N-frame window ``index_generation(i, n, N, 'new_info')``. Frames are
-read one at a time; a frame's pyramid features are computed once and reused by every window that holds it.
-Window ``i`` is computed as soon as frame ``max(i + N//2, 2 * (N//2))`` has been read, or the stream has ended
-(detected by reading ahead), so the frame count need not be known. The buffer keeps the frames (and features)
-that a later window can still use: those from ``min(i - N//2, last - 2 * (N//2))`` on, i.e. about ``N + batch``
-frames, never the whole video.
+The network runs through the inference engine (:meth:`sdsd.inference.Engine.stream`), the same code as the
+quantitative and qualitative tests: every output frame ``i`` of an ``n``-frame clip comes from the N-frame window
+around ``i`` under the test protocol's ``new_info`` rule, each frame's features are computed once, frames of any
+size are padded to a multiple of 16, and ``--tile`` bounds memory by the tile size.
 
-Frames of any size are padded to a multiple of 16 (reflect; replicate when the frame is too small to
-reflect) and cropped back. With ``--tile S`` the network runs on overlapping ``S x S`` tiles (all frames of a
-window are cut identically; each tile keeps its own feature cache) and the overlaps are blended with a smooth
-partition-of-unity weight, so no seam shows and peak memory depends on ``S``, not on the frame size.
-
-Network options come from ``--opt`` (its ``network_G`` block) or, without it, are read off the checkpoint
-(``nf``, ``nframes``, ``groups``, ``front_RBs``, ``back_RBs``, ``w_TSA`` from the tensor shapes/keys; the
-published values for the rest), so small demo checkpoints work as well as the published ones.
+Network settings come from ``--opt`` (an option file, validated whole like every entry point's; its ``network_G``
+block and ``conv_backend`` are used; ``name`` may be left out) or, without it, are read off the checkpoint
+(:func:`sdsd.archs.network_options_from_state`), so small demo checkpoints work as well as the published ones.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import re
 import resource
 import sys
 import time
@@ -41,44 +31,15 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from sdsd.archs.fastconv import CONV_BACKENDS, prepare_for_inference
-from sdsd.data.windows import check_window_options, index_generation
+from sdsd.archs.fastconv import CONV_BACKENDS
 from sdsd.errors import UserError, cli_main
+from sdsd.inference import MIN_SIZE, Engine, TorchBackend
 
-__all__ = [
-    "PUBLISHED_NETWORK",
-    "PRETRAINED",
-    "StreamingEnhancer",
-    "infer_network_options",
-    "load_enhancer_network",
-    "resolve_model",
-    "pad_to_multiple",
-    "plan_tiles",
-    "tile_weights",
-    "peak_memory_mib",
-    "main",
-]
+__all__ = ["PRETRAINED", "resolve_model", "load_engine", "peak_memory_mib", "enhance_file", "main"]
 
-PUBLISHED_NETWORK = {
-    "which_model_G": "denoise_illumination_enhance",
-    "nf": 64,
-    "nframes": 5,
-    "groups": 8,
-    "front_RBs": 5,
-    "back_RBs": 10,
-    "predeblur": True,
-    "HR_in": True,
-    "w_TSA": True,
-}
 PRETRAINED = ("indoor", "outdoor", "smid")
 PRETRAINED_URL = "https://drive.google.com/file/d/1_V0Dxtr4dZ5xZuOsU1gUIUYUDKJvj7BZ/view?usp=sharing"
-MIN_SIZE = 16
-MULTIPLE = 16
-
-
-# -- network ------------------------------------------------------------------------------------------------------
 
 
 def resolve_model(model: str) -> str:
@@ -101,129 +62,34 @@ def resolve_model(model: str) -> str:
                     f"{PRETRAINED_URL} into pretrain/ (or give --model PATH)")
 
 
-def infer_network_options(state: dict[str, torch.Tensor]) -> dict:
-    """Read the network options of an SDSD-Net state dict off its keys and tensor shapes.
-
-    ``nf`` (``conv_first_1`` outputs), ``front_RBs`` / ``back_RBs`` (number of residual blocks), ``groups``
-    (``L3_dcnpack`` offset channels / 27), ``w_TSA`` (``tsa_fusion.fea_fusion`` present) and ``nframes``
-    (fusion input channels / ``nf``). ``center`` cannot be seen in the weights and stays ``nframes // 2``.
-
-    Raises:
-        UserError: the state dict is not an SDSD-Net one.
-    """
-    def shape(key: str) -> tuple[int, ...]:
-        if key not in state:
-            raise UserError(f"the checkpoint is not an SDSD-Net state_dict (no {key!r}); give --opt with its "
-                            "network_G or a checkpoint saved from this network")
-        return tuple(state[key].shape)
-
-    nf = shape("conv_first_1.weight")[0]
-    offsets = shape("pcd_align.L3_dcnpack.conv_offset_mask.weight")[0]
-    w_tsa = "tsa_fusion.fea_fusion.weight" in state
-    fusion_in = shape("tsa_fusion.fea_fusion.weight" if w_tsa else "tsa_fusion.weight")[1]
-
-    def count(prefix: str) -> int:
-        pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.conv1\.weight$")
-        return len({m.group(1) for k in state if (m := pattern.match(k))})
-
-    opts = dict(PUBLISHED_NETWORK)
-    opts.update(nf=nf, groups=offsets // 27, nframes=fusion_in // nf, front_RBs=count("feature_extraction"),
-                back_RBs=count("recon_trunk"), w_TSA=w_tsa)
-    return opts
-
-
-def load_enhancer_network(model: str, opt_path: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """Build SDSD-Net and load a published-format checkpoint into it (strictly), in eval mode on the CPU.
+def load_engine(model: str, opt_path: str | None = None, *, device: torch.device | str = "cpu",
+                precision: str = "fp32", conv_backend: str | None = None, batch: int = 1, tile: int = 0,
+                overlap: int = 64, self_ensemble: bool = False) -> Engine:
+    """The engine of ``sdsd.enhance``: the checkpoint loaded strictly, on ``device``.
 
     Args:
         model: a checkpoint path, or ``indoor`` / ``outdoor`` / ``smid`` (see :func:`resolve_model`).
-        opt_path: a YAML file whose ``network_G`` block describes the network; ``None`` infers it from the
-            checkpoint (:func:`infer_network_options`).
-
-    Returns:
-        ``(net, network_opts)``.
+        opt_path: an option file (validated whole) whose ``network_G`` describes the network and whose
+            ``conv_backend`` is used unless ``conv_backend`` is given; ``None`` reads the network off the checkpoint.
+        device, precision, conv_backend, batch, tile, overlap, self_ensemble: see :class:`sdsd.inference.Engine`
+            and :class:`sdsd.inference.TorchBackend` (``batch`` is also the frames per feature call).
 
     Raises:
         UserError: missing/unreadable checkpoint, bad option file, or a checkpoint that does not fit.
     """
-    from sdsd.archs import build_network, load_network, read_state_dict
+    from sdsd.archs import load_model
 
-    path = resolve_model(model)
+    network_opts, file_backend = None, "auto"
     if opt_path is not None:
-        from sdsd.options import read_yaml
+        from sdsd import options
 
-        raw = read_yaml(opt_path)
-        block = raw.get("network_G") if isinstance(raw, dict) else None
-        if not isinstance(block, dict):
-            raise UserError(f"{opt_path} has no network_G block; give an option file with one, or leave out --opt "
-                            "to read the network from the checkpoint")
-        opts = {**PUBLISHED_NETWORK, **block}
-    else:
-        opts = infer_network_options(read_state_dict(path))
-    net = build_network(opts)
-    load_network(net, path, strict=True)
-    return net.eval(), opts
-
-
-# -- geometry -----------------------------------------------------------------------------------------------------
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
-    """Pad the last two axes (bottom/right) up to a multiple of ``multiple``.
-
-    Reflect padding when the frame is large enough to mirror (pad < size), else replicate.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if not ph and not pw:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def plan_tiles(size: int, tile: int, overlap: int) -> tuple[list[int], int]:
-    """Tile starts along one axis of length ``size`` (a multiple of 16).
-
-    Returns ``(starts, length)``: tiles ``[s, s + length)`` covering ``0 .. size``, consecutive tiles
-    overlapping by at least ``overlap``; one tile of the full size when ``tile`` is 0 or not smaller.
-    """
-    if tile <= 0 or tile >= size:
-        return [0], size
-    stride = tile - overlap
-    starts = list(range(0, size - tile, stride)) + [size - tile]
-    return starts, tile
-
-
-def _ramp(length: int) -> torch.Tensor:
-    """Weights of the right-hand tile across an overlap of ``length`` pixels (the left tile gets ``1 - ramp``).
-
-    The outer quarter of the overlap on each side gets weight 0 for the tile whose border it is (a tile's
-    outputs near its own border see the zero padding of the convolutions), and a smoothstep crosses over in
-    the middle half. Smoothstep is symmetric (``f(t) + f(1 - t) = 1``), so the two tiles' weights sum to one.
-    """
-    dead = length // 4
-    t = ((torch.arange(length, dtype=torch.float64) + 0.5 - dead) / max(length - 2 * dead, 1)).clamp(0, 1)
-    return t * t * (3 - 2 * t)
-
-
-def tile_weights(starts: list[int], length: int) -> list[torch.Tensor]:
-    """1-D blending weights (float64, ``length`` each) for the tiles at ``starts`` along one axis.
-
-    Across each overlap with a neighbour a tile fades smoothly from 0 to 1 (see :func:`_ramp`); it is 1
-    elsewhere, including at the frame border. Neighbouring tiles' weights sum to one, so the blend shows no
-    seam.
-    """
-    out = []
-    for k, start in enumerate(starts):
-        w = torch.ones(length, dtype=torch.float64)
-        if k > 0:
-            left = starts[k - 1] + length - start
-            w[:left] *= _ramp(left)
-        if k + 1 < len(starts):
-            right = start + length - starts[k + 1]
-            w[length - right:] *= 1 - _ramp(right)
-        out.append(w)
-    return out
+        # Every key and value is checked as for the tests; ``name`` (an experiment's folder) means nothing here and
+        # may be left out, so a file holding only a network_G block is enough.
+        opt = options.load(opt_path, ["name=enhance"], is_train=False)
+        network_opts, file_backend = opt["network_G"], opt.get("conv_backend", "auto")
+    net, _ = load_model(resolve_model(model), network_opts, strict=True)
+    backend = TorchBackend(net, device, precision=precision, conv_backend=conv_backend or file_backend)
+    return Engine(backend, chunk=batch, batch=batch, tile=tile, overlap=overlap, self_ensemble=self_ensemble)
 
 
 def peak_memory_mib(device: torch.device | None = None) -> tuple[float, float | None]:
@@ -234,182 +100,6 @@ def peak_memory_mib(device: torch.device | None = None) -> tuple[float, float | 
     if device is not None and device.type == "cuda":
         cuda = torch.cuda.max_memory_allocated(device) / 2**20
     return rss_mib, cuda
-
-
-# -- streaming ----------------------------------------------------------------------------------------------------
-
-
-class StreamingEnhancer:
-    """Run SDSD-Net over a stream of frames with the test protocol's sliding window.
-
-    Args:
-        net: an SDSD-Net (``extract_features`` / ``forward_features``), already loaded; it is moved to
-            ``device`` and put in eval mode.
-        nframes: window width (default ``net.nframes``; must equal it).
-        padding: window rule at the clip ends (``new_info`` as published; ``replicate``, ``reflection``,
-            ``circle``).
-        device: where to compute (default: the network's device).
-        amp: ``None``, ``"bf16"`` or ``"fp16"`` (autocast).
-        tile: tile size in pixels (rounded up to a multiple of 16); 0 runs on whole frames.
-        overlap: tile overlap in pixels (rounded up to a multiple of 16).
-        batch: windows per forward pass (also frames per feature-extraction pass).
-        conv_backend: :data:`sdsd.archs.fastconv.CONV_BACKENDS`; ``auto`` runs Winograd (NNPACK) convolutions on
-            CPUs that have it, channels_last oneDNN on other CPUs. All agree up to float rounding.
-
-    Use :meth:`enhance` (or call the object) with an iterable of ``H x W x 3`` uint8 RGB frames; it yields the
-    enhanced frames in order. Memory stays bounded by about ``nframes + batch`` frames and their features.
-    """
-
-    def __init__(self, net: torch.nn.Module, nframes: int | None = None, padding: str = "new_info",
-                 device: torch.device | str | None = None, amp: str | None = None, tile: int = 0, overlap: int = 64,
-                 batch: int = 1, conv_backend: str = "auto"):
-        self.nframes = int(nframes if nframes is not None else net.nframes)
-        if self.nframes != net.nframes:
-            raise UserError(f"nframes={self.nframes} but the network was built for {net.nframes}-frame windows")
-        check_window_options(self.nframes, padding, where="enhance")
-        if batch < 1:
-            raise UserError(f"--batch must be at least 1 (got {batch})")
-        if amp not in (None, "bf16", "fp16"):
-            raise UserError(f"--amp {amp!r}: use bf16 or fp16 (or leave it out for float32)")
-        self.padding = padding
-        self.device = torch.device(device) if device is not None else next(net.parameters()).device
-        self.net = net.to(self.device).eval()
-        self.conv_backend = prepare_for_inference(self.net, self.device, conv_backend)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[amp]
-        self.tile = _round_up(tile, MULTIPLE) if tile and tile > 0 else 0
-        self.overlap = _round_up(max(overlap, 0), MULTIPLE)
-        if self.tile and 2 * self.overlap > self.tile:
-            raise UserError(f"--tile-overlap {self.overlap} must be at most half of --tile {self.tile}; "
-                            "lower the overlap or raise the tile size")
-        self.batch = int(batch)
-        self.frames_done = 0
-
-    def __call__(self, frames: Iterable[np.ndarray], as_float: bool = False) -> Iterator[np.ndarray]:
-        return self.enhance(frames, as_float)
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
-
-    def _to_tensor(self, frame: np.ndarray, index: int, size: tuple[int, int] | None) -> torch.Tensor:
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise UserError(f"frame {index}: expected an H x W x 3 uint8 RGB array, got "
-                            f"{getattr(frame, 'shape', type(frame))} {getattr(frame, 'dtype', '')}")
-        if size is not None and frame.shape[:2] != size:
-            raise UserError(f"frame {index} is {frame.shape[1]}x{frame.shape[0]} but frame 0 is {size[1]}x{size[0]}; "
-                            "all frames of a video must have the same size")
-        if min(frame.shape[:2]) < MIN_SIZE:
-            raise UserError(f"frame size {frame.shape[1]}x{frame.shape[0]} is below the {MIN_SIZE} px minimum; "
-                            "upscale the input first")
-        x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device, non_blocking=True)
-        x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        return pad_to_multiple(x)[0]
-
-    def _setup_tiles(self, hp: int, wp: int) -> None:
-        ys, th = plan_tiles(hp, self.tile, self.overlap)
-        xs, tw = plan_tiles(wp, self.tile, self.overlap)
-        self._tile_size = (th, tw)
-        wy, wx = tile_weights(ys, th), tile_weights(xs, tw)
-        self._tiles = [(y, x) for y in ys for x in xs]
-        self._weights = None
-        if len(self._tiles) > 1:
-            # Normalise by the summed weights so corners where several tiles meet still sum to one.
-            total = torch.zeros(hp, wp, dtype=torch.float64)
-            plain = [torch.outer(wy[i], wx[j]) for i in range(len(ys)) for j in range(len(xs))]
-            for (y, x), w in zip(self._tiles, plain):
-                total[y:y + th, x:x + tw] += w
-            total.clamp_(min=1e-12)
-            self._weights = [(w / total[y:y + th, x:x + tw]).to(self.device, torch.float32)
-                             for (y, x), w in zip(self._tiles, plain)]
-
-    @torch.inference_mode()
-    def enhance(self, frames: Iterable[np.ndarray], as_float: bool = False) -> Iterator[np.ndarray]:
-        """Yield the enhanced frames of ``frames`` in order.
-
-        Args:
-            frames: ``H x W x 3`` uint8 RGB arrays, all the same size (at least 16 x 16).
-            as_float: yield ``H x W x 3`` float32 arrays in [0, 1] (before rounding) instead of uint8.
-
-        Yields:
-            One enhanced frame per input frame.
-        """
-        half = self.nframes // 2
-        source = iter(frames)
-        buffer: dict[int, torch.Tensor] = {}
-        feats: dict[int, list] = {}
-        read, ended, centre = 0, False, 0
-        size = None
-
-        def ready(i: int) -> bool:
-            # Window i is final once every index it can use has been read: up to i + N//2 (and, at the start,
-            # the new_info frames up to 2 * (N//2)), or the stream has ended so the clip length is known.
-            return ended or read - 1 >= max(i + half, 2 * half)
-
-        while True:
-            while not ended and not ready(centre + self.batch - 1):
-                frame = next(source, None)
-                if frame is None:
-                    ended = True
-                    break
-                x = self._to_tensor(frame, read, size)
-                if size is None:
-                    size = frame.shape[:2]
-                    self._setup_tiles(*x.shape[-2:])
-                buffer[read] = x
-                read += 1
-            centres = [c for c in range(centre, centre + self.batch) if c < read and ready(c)]
-            if not centres:
-                break
-            # With n = frames read so far the rule is exact: a window only reaches index >= n when the stream
-            # has ended, and then n is the clip length.
-            windows = [index_generation(c, read, self.nframes, self.padding) for c in centres]
-            out = self._run_windows(windows, centres, buffer, feats)
-            centre += len(centres)
-            keep_from = min(centre - half, read - 1 - 2 * half)
-            for k in [k for k in buffer if k < keep_from]:
-                del buffer[k]
-                feats.pop(k, None)
-            h, w = size
-            out = out[:, :, :h, :w].clamp_(0, 1)
-            if as_float:
-                arrays = out.permute(0, 2, 3, 1).float().cpu().numpy()
-            else:
-                arrays = out.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            for arr in arrays:
-                self.frames_done += 1
-                yield arr
-
-    def _run_windows(self, windows: list[list[int]], centres: list[int], buffer: dict, feats: dict) -> torch.Tensor:
-        """Enhance a batch of windows tile by tile; returns ``B x 3 x Hp x Wp`` float32."""
-        used = sorted({k for win in windows for k in win})
-        pos = {k: p for p, k in enumerate(used)}
-        index = torch.tensor([[pos[k] for k in win] for win in windows], device=self.device)
-        missing = [k for k in used if k not in feats]
-        for k in missing:
-            feats[k] = [None] * len(self._tiles)
-        th, tw = self._tile_size
-        hp, wp = buffer[centres[0]].shape[-2:]
-        single = len(self._tiles) == 1
-        canvas = None if single else torch.zeros(len(centres), 3, hp, wp, device=self.device)
-        for t, (y, x) in enumerate(self._tiles):
-            for start in range(0, len(missing), self.batch):
-                chunk = missing[start:start + self.batch]
-                crops = torch.stack([buffer[k][:, y:y + th, x:x + tw] for k in chunk])
-                with self._autocast():
-                    levels = self.net.extract_features(crops)
-                for i, k in enumerate(chunk):
-                    feats[k][t] = tuple(level[i] for level in levels)
-            window_feats = tuple(torch.stack([feats[k][t][lvl] for k in used])[index] for lvl in range(3))
-            base = torch.stack([buffer[c][:, y:y + th, x:x + tw] for c in centres])
-            with self._autocast():
-                enhanced = self.net.forward_features(window_feats, base)[0].float()
-            if single:
-                return enhanced
-            canvas[:, :, y:y + th, x:x + tw] += enhanced * self._weights[t]
-        return canvas
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return int(math.ceil(value / multiple) * multiple)
 
 
 # -- command line -------------------------------------------------------------------------------------------------
@@ -430,9 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "checkpoint)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast precision (default float32)")
-    parser.add_argument("--conv-backend", choices=CONV_BACKENDS, default="auto",
+    parser.add_argument("--conv-backend", choices=CONV_BACKENDS, default=None,
                         help="CPU convolutions: auto (winograd where NNPACK runs, else channels_last), winograd, "
-                             "channels_last or nchw; all agree up to float rounding")
+                             "channels_last or nchw; all agree up to float rounding (default: the --opt file's "
+                             "conv_backend, else auto)")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="average the outputs over horizontal/vertical flips of the window (x4 cost)")
     parser.add_argument("--tile", type=int, default=0,
                         help="process S x S tiles (rounded up to a multiple of 16) for frames too large for memory")
     parser.add_argument("--tile-overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
@@ -491,9 +184,9 @@ def enhance_file(args) -> dict:
     device = select_device(None, want=args.device)
     if args.amp == "fp16" and device.type == "cpu":
         raise UserError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
-    net, _ = load_enhancer_network(args.model, args.opt)
-    enhancer = StreamingEnhancer(net, padding=args.padding, device=device, amp=args.amp, tile=args.tile,
-                                 overlap=args.tile_overlap, batch=args.batch, conv_backend=args.conv_backend)
+    engine = load_engine(args.model, args.opt, device=device, precision=args.amp or "fp32",
+                         conv_backend=args.conv_backend, batch=args.batch, tile=args.tile, overlap=args.tile_overlap,
+                         self_ensemble=args.self_ensemble)
     source = open_source(args.input, fps=args.fps)
     info = source.info
     if min(info.width, info.height) < MIN_SIZE:
@@ -519,7 +212,7 @@ def enhance_file(args) -> dict:
         queue: deque[np.ndarray] = deque()
         if args.compare:
             inputs = _tee_inputs(inputs, queue)
-        results = enhancer.enhance(inputs)
+        results = engine.stream(inputs, padding=args.padding)
         if args.compare:
             results = _side_by_side((queue.popleft(), out) for out in results)
         bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr,

@@ -6,6 +6,7 @@ import copy
 import inspect
 import logging
 import os
+import re
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from . import sdsd_arch  # noqa: F401  (registers denoise_illumination_enhance)
 
 logger = logging.getLogger("sdsd")
 
-__all__ = ["build_network", "load_network", "read_state_dict", "unwrap"]
+__all__ = ["build_network", "load_model", "load_network", "network_options_from_state", "read_state_dict", "unwrap"]
 
 
 def build_network(network_opts: dict) -> nn.Module:
@@ -106,3 +107,57 @@ def load_network(net: nn.Module, path: str, strict: bool = True) -> nn.Module:
         logger.warning("loading %s non-strictly: %d missing, %d unexpected keys", path, len(missing), len(unexpected))
     target.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return net
+
+
+def network_options_from_state(state: dict[str, torch.Tensor]) -> dict:
+    """Read the ``network_G`` options of an SDSD-Net state dict off its keys and tensor shapes.
+
+    ``nf`` (``conv_first_1`` outputs), ``front_RBs`` / ``back_RBs`` (number of residual blocks), ``groups``
+    (``L3_dcnpack`` offset channels / 27), ``w_TSA`` (``tsa_fusion.fea_fusion`` present) and ``nframes``
+    (fusion input channels / ``nf``); the published values for the rest. ``center`` cannot be seen in the weights
+    and stays ``nframes // 2``.
+
+    Raises:
+        UserError: the state dict is not an SDSD-Net one.
+    """
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise UserError(f"the checkpoint is not an SDSD-Net state_dict (no {key!r}); give an option file with "
+                            "its network_G or a checkpoint saved from this network")
+        return tuple(state[key].shape)
+
+    nf = shape("conv_first_1.weight")[0]
+    offsets = shape("pcd_align.L3_dcnpack.conv_offset_mask.weight")[0]
+    w_tsa = "tsa_fusion.fea_fusion.weight" in state
+    fusion_in = shape("tsa_fusion.fea_fusion.weight" if w_tsa else "tsa_fusion.weight")[1]
+
+    def count(prefix: str) -> int:
+        pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.conv1\.weight$")
+        return len({m.group(1) for k in state if (m := pattern.match(k))})
+
+    from sdsd.options import published_network
+
+    return {**published_network(), "nf": nf, "nframes": fusion_in // nf, "groups": offsets // 27,
+            "front_RBs": count("feature_extraction"), "back_RBs": count("recon_trunk"), "w_TSA": w_tsa}
+
+
+def load_model(path: str, network_opts: dict | None = None, strict: bool = True) -> tuple[nn.Module, dict]:
+    """The one network loader: build SDSD-Net and load a published-format checkpoint into it, in eval mode.
+
+    Args:
+        path: the checkpoint.
+        network_opts: a validated ``network_G`` block; ``None`` reads the settings off the checkpoint
+            (:func:`network_options_from_state`), so small checkpoints work as well as the published ones.
+        strict: require every key to match (``path.strict_load``).
+
+    Returns:
+        ``(net, network_opts)`` with the options the network was built from.
+
+    Raises:
+        UserError: missing/unreadable checkpoint or one that does not fit.
+    """
+    if network_opts is None:
+        network_opts = network_options_from_state(read_state_dict(path))
+    net = build_network(network_opts)
+    load_network(net, path, strict=strict)
+    return net.eval(), dict(network_opts)

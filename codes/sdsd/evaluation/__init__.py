@@ -1,9 +1,10 @@
-"""Evaluation: the quantitative test (PSNR/SSIM), the qualitative test (images, panels, videos) and the
-feature-reuse inference they share.
+"""Evaluation: the quantitative test (PSNR/SSIM) and the qualitative test (images, panels, videos).
+
+The network itself runs through :mod:`sdsd.inference` (the engine shared with training and ``sdsd.enhance``).
 
 Modules:
-    inference: ``load_model``, ``plan_work``, ``enhance_windows``, ``iterate_work`` (feature reuse, self-ensemble).
-    quantitative: ``evaluate``, ``aggregate``, ``write_results``, ``main`` (``quantitative_test.py``).
+    quantitative: ``score`` (the scoring loop validation uses too), ``aggregate`` (the protocol's averaging),
+        ``evaluate``, ``write_results``, ``main`` (``quantitative_test.py``).
     qualitative: ``run``, ``main`` (``qualitative_test.py``).
     visualize: panels, atomic PNG writes, videos.
 """

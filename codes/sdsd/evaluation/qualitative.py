@@ -24,12 +24,11 @@ import argparse
 import concurrent.futures as cf
 import os
 
-import torch
-
 from sdsd.errors import cli_main
 from sdsd.evaluation.common import add_common_arguments, check_common_arguments, check_protocol, progress_bar
-from sdsd.evaluation.inference import iterate_work, load_model, plan_work, select_test_block
+from sdsd.evaluation.quantitative import check_output_folder, select_test_block
 from sdsd.evaluation.visualize import make_panel, read_png, write_png, write_video
+from sdsd.inference import engine_from_options, iterate_dataset, plan_work
 from sdsd.metrics import tensor_to_uint8_bgr
 from sdsd.utils import dist as dist_utils
 
@@ -68,9 +67,11 @@ def run(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None = No
 
     protocol = check_protocol(opt, self_ensemble)
     phase, block = select_test_block(opt)
-    dataset = build_dataset(block, phase)
-    net = load_model(opt, info.device)
     root = opt["path"]["results_root"]
+    check_output_folder(root, "path.results_root")
+    dataset = build_dataset(block, phase)
+    engine = engine_from_options(opt, info.device, self_ensemble=protocol["self_ensemble"], batch=batch,
+                                 chunk=chunk)
     scenes = [(s, dataset.scene_length(s)) for s in dataset.scenes]
     work = plan_work(scenes, info.rank, info.world_size)
 
@@ -79,8 +80,7 @@ def run(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None = No
     # PNG encoding runs on threads (OpenCV releases the GIL) while the network computes the next window.
     with cf.ThreadPoolExecutor(max_workers=2) as pool:
         pending = []
-        for out in iterate_work(net, dataset, work, info.device, chunk=chunk, batch=batch,
-                                self_ensemble=protocol["self_ensemble"]):
+        for out in iterate_dataset(engine, dataset, work):
             images = {"enhanced": tensor_to_uint8_bgr(out.enhanced), "input": tensor_to_uint8_bgr(out.lq),
                       "illumination": tensor_to_uint8_bgr(out.illumination), "GT": tensor_to_uint8_bgr(out.gt)}
             pending.append(pool.submit(_save_frame, root, out.scene, out.index, out.n, images))
@@ -144,5 +144,4 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     main()

@@ -6,7 +6,8 @@ Usage::
                                 [--self-ensemble]
     torchrun --nproc_per_node 2 quantitative_test.py -opt ...      # frames split across processes
 
-Protocol (``protocol`` section, recorded in the JSON; defaults are the published protocol, SPEC §4):
+Protocol (``protocol`` section, recorded in the JSON; the defaults are the published protocol: each frame rounded
+to uint8, PSNR and MATLAB-style SSIM over the RGB channels, no border crop):
 ``average: scene`` (mean over scenes of per-scene means) or ``frame`` (mean over all frames);
 ``channel: rgb`` (published) or ``y``; ``gt_mean: false`` (published) or ``true``; ``self_ensemble: false``.
 
@@ -15,6 +16,10 @@ Outputs (written by rank 0 only, atomically) under ``path.results_root`` (defaul
 * ``metrics.json``: ``{"psnr", "ssim", "scenes": {scene: {"psnr", "ssim", "frames"}}, "frames": [{"scene",
   "index", "psnr", "ssim"}, ...], "protocol": {...}, "checkpoint", "seconds_per_frame", ...}``;
 * ``metrics.csv``: one row per frame (scene, index, psnr, ssim).
+
+The network runs through :class:`sdsd.inference.Engine` (features once per frame); :func:`score` is the loop that
+scores a dataset with an engine and averages the records as the protocol says. Validation during training calls
+the same :func:`score`, so the PSNR it logs is the one this test reports for the same weights and scenes.
 
 ``seconds_per_frame`` is the wall-clock time of the evaluation loop (reading frames, the network, the metrics)
 divided by the number of frames scored; with several processes it is the run's time per frame overall.
@@ -29,17 +34,18 @@ import io
 import math
 import os
 import time
+from collections.abc import Callable
 
-import torch
-
-from sdsd.errors import cli_main
+from sdsd.errors import UserError, cli_main
 from sdsd.evaluation.common import add_common_arguments, check_common_arguments, check_protocol, progress_bar
-from sdsd.evaluation.inference import iterate_work, load_model, plan_work, select_test_block
+from sdsd.inference import Engine, FrameOutput, engine_from_options, iterate_dataset, plan_work
 from sdsd.metrics import score_frame
 from sdsd.utils import dist as dist_utils
 from sdsd.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["aggregate", "format_table", "evaluate", "write_results", "main", "build_parser"]
+__all__ = ["aggregate", "check_output_folder", "format_table", "score", "evaluate", "select_test_block",
+           "write_results", "main", "build_parser"]
+
 
 def _mean(values) -> float:
     values = list(values)
@@ -108,6 +114,77 @@ def write_results(results: dict, results_root: str, json_path: str | None = None
     return paths
 
 
+def select_test_block(opt: dict) -> tuple[str, dict]:
+    """Return ``(phase, block)`` of the dataset block to evaluate: ``test`` if present, else the first non-train one.
+
+    Raises:
+        UserError: the option file has no evaluation dataset block.
+    """
+    datasets = opt.get("datasets") or {}
+    if "test" in datasets:
+        return "test", datasets["test"]
+    for phase, block in datasets.items():
+        if not str(phase).startswith("train"):
+            return phase, block
+    raise UserError("the option file has no datasets.test block (the scenes to evaluate); add one, see "
+                    "options/test/test_in_sdsd.yml")
+
+
+def check_output_folder(folder: str, option: str) -> None:
+    """Fail before any work when ``folder`` cannot be an output folder (it is a file, or cannot be created)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"{option} {folder} is a file, not a folder; point {option} at a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{option} {folder} cannot be created ({exc.strerror}); choose another folder") from None
+
+
+def score(engine: Engine, dataset, protocol: dict, info: dist_utils.DistInfo, *, progress: bool = False,
+          on_output: Callable[[FrameOutput], None] | None = None) -> dict:
+    """Score every frame of ``dataset`` (split across the ranks) and average as ``protocol`` says.
+
+    Args:
+        engine: the network's engine.
+        dataset: an evaluation dataset (``scenes``, ``scene_length``, ``load_scene``, ``window``).
+        protocol: ``average``, ``channel``, ``gt_mean`` (the validated ``protocol`` section).
+        info: this process's rank and world size; every rank must call this.
+        progress: show a progress bar on rank 0.
+        on_output: called with each :class:`~sdsd.inference.FrameOutput` this rank computes (e.g. for images).
+
+    Returns:
+        On every rank: :func:`aggregate`'s dict plus ``seconds_per_frame`` (the slowest rank's loop time over all
+        frames scored).
+    """
+    scenes = list(dataset.scenes)
+    work = plan_work([(s, dataset.scene_length(s)) for s in scenes], info.rank, info.world_size)
+    records: list[dict] = []
+    start = time.perf_counter()
+    bar = progress_bar(sum(len(w.indices) for w in work), progress and info.is_main)
+    # Metrics run on CPU threads (OpenCV releases the GIL) while the network computes the next window.
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        pending = []
+        for out in iterate_dataset(engine, dataset, work):
+            if on_output is not None:
+                on_output(out)
+            pending.append((out.scene, out.index, pool.submit(
+                score_frame, out.enhanced.cpu(), out.gt.cpu(), protocol["channel"], protocol["gt_mean"])))
+            while pending and pending[0][2].done():
+                records.append(_record(*pending.pop(0)))
+                bar.update(1)
+        for item in pending:
+            records.append(_record(*item))
+            bar.update(1)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    gathered = dist_utils.all_gather_object((records, elapsed))
+    all_records = [r for part, _ in gathered for r in part]
+    results = aggregate(all_records, scenes, protocol["average"])
+    n = len(all_records)
+    results["seconds_per_frame"] = max(t for _, t in gathered) / n if n else math.nan
+    return results
+
+
 def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None = None, batch: int = 1,
              chunk: int = 4, progress: bool = True) -> dict | None:
     """Evaluate ``path.pretrain_model_G`` on the test block of ``opt``.
@@ -126,36 +203,13 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
 
     protocol = check_protocol(opt, self_ensemble)
     phase, block = select_test_block(opt)
+    check_output_folder(opt["path"]["results_root"], "path.results_root")
     dataset = build_dataset(block, phase)
-    net = load_model(opt, info.device)
-    scenes = list(dataset.scenes)
-    work = plan_work([(s, dataset.scene_length(s)) for s in scenes], info.rank, info.world_size)
-
-    records: list[dict] = []
-    start = time.perf_counter()
-    bar = progress_bar(sum(len(w.indices) for w in work), progress and info.is_main)
-    # Metrics run on CPU threads (OpenCV releases the GIL) while the network computes the next window.
-    with cf.ThreadPoolExecutor(max_workers=2) as pool:
-        pending = []
-        for out in iterate_work(net, dataset, work, info.device, chunk=chunk, batch=batch,
-                                self_ensemble=protocol["self_ensemble"]):
-            pending.append((out.scene, out.index, pool.submit(
-                score_frame, out.enhanced.cpu(), out.gt.cpu(), protocol["channel"], protocol["gt_mean"])))
-            while pending and pending[0][2].done():
-                records.append(_record(*pending.pop(0)))
-                bar.update(1)
-        for item in pending:
-            records.append(_record(*item))
-            bar.update(1)
-    bar.close()
-    elapsed = time.perf_counter() - start
-
-    gathered = dist_utils.all_gather_object((records, elapsed))
+    engine = engine_from_options(opt, info.device, self_ensemble=protocol["self_ensemble"], batch=batch,
+                                 chunk=chunk)
+    results = score(engine, dataset, protocol, info, progress=progress)
     if not info.is_main:
         return None
-    all_records = [r for part, _ in gathered for r in part]
-    results = aggregate(all_records, scenes, protocol["average"])
-    n_frames = len(all_records)
     return {
         "psnr": results["psnr"],
         "ssim": results["ssim"],
@@ -163,10 +217,11 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
         "frames": results["frames"],
         "protocol": protocol,
         "checkpoint": opt["path"]["pretrain_model_G"],
-        "seconds_per_frame": max(t for _, t in gathered) / n_frames if n_frames else math.nan,
+        "seconds_per_frame": results["seconds_per_frame"],
         "name": opt.get("name"),
         "device": str(info.device),
         "world_size": info.world_size,
+        "engine": engine.describe(),
     }
 
 
@@ -208,5 +263,4 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     main()

@@ -245,3 +245,11 @@ def update_readme(path: str, check: bool = False) -> bool:
 
         atomic_write_text(head + README_START + fresh + README_END + tail, path)
     return False
+
+
+def published_network() -> dict:
+    """The ``network_G`` block of the published configurations (the schema's defaults)."""
+    from sdsd.options.schema import NETWORK_KEYS
+
+    block = {k: v[0] for k, v in NETWORK_KEYS.items() if v[0] is not None}
+    return {"which_model_G": "denoise_illumination_enhance", **block}

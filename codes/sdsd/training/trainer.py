@@ -1,8 +1,10 @@
 """One training run, as a sequence of small steps: prepare, build, (resume), loop, save.
 
 :func:`train` is the whole run and is what ``train.py`` and in-process callers (the demo, tests) call. The pieces
-(:func:`train_step`, :func:`sdsd.training.validation.validate`, :func:`sdsd.training.checkpoint.save_checkpoint`,
-the loggers in :mod:`sdsd.training.log`) can each be used alone.
+(:func:`train_step`, :func:`run_validation`, :func:`sdsd.training.checkpoint.save_checkpoint`,
+the loggers in :mod:`sdsd.training.log`) can each be used alone. Validation runs the network through the inference
+engine (:mod:`sdsd.inference`) and scores it with :func:`sdsd.evaluation.quantitative.score`, the loop of
+``quantitative_test.py``: the PSNR logged here is the one the quantitative test reports for the same weights.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from sdsd.training.log import (
 )
 from sdsd.training.optim import apply_ft_tsa_only, build_optimizer
 from sdsd.training.schedulers import apply_warmup, build_scheduler
-from sdsd.training.validation import save_panel, validate
 from sdsd.utils.dist import DistInfo, all_gather_object, barrier, init_distributed
 
 logger = logging.getLogger("sdsd")
@@ -133,7 +134,7 @@ def build_data(opt: dict, info: DistInfo, seed: int):
     validation runs on the held-out scenes. ``train.val_max_frames`` limits the frames per validation scene.
 
     Returns:
-        ``(train_loader, train_sampler, val_loader or None)``.
+        ``(train_loader, train_sampler, val_dataset or None)``.
     """
     from sdsd.data import build_dataloader, build_dataset
 
@@ -144,7 +145,7 @@ def build_data(opt: dict, info: DistInfo, seed: int):
                                        seed=seed, device_type=info.device.type)
     logger.info("training data: %d windows from %d scenes, %d iterations per epoch", len(train_set),
                 len(train_set.scenes), len(loader))
-    val_loader = None
+    val_set = None
     val_opt = opt["datasets"].get("val")
     if val_opt is not None:
         val_opt = copy.deepcopy(val_opt)
@@ -153,13 +154,11 @@ def build_data(opt: dict, info: DistInfo, seed: int):
         if opt["train"].get("val_max_frames"):
             val_opt["max_frames"] = opt["train"]["val_max_frames"]
         val_set = build_dataset(val_opt, "val")
-        val_loader, _ = build_dataloader(val_set, val_opt, "val", rank=info.rank, world_size=info.world_size,
-                                         seed=seed, device_type=info.device.type)
         logger.info("validation data: %d windows from %d scenes (%s)", len(val_set), len(val_set.scenes),
                     ", ".join(val_set.scenes))
     else:
         logger.info("no datasets.val block: no validation during training")
-    return loader, sampler, val_loader
+    return loader, sampler, val_set
 
 
 def build_training(opt: dict, info: DistInfo, resuming: bool = False) -> TrainState:
@@ -298,22 +297,50 @@ def save_checkpoint(state: TrainState) -> None:
     barrier()
 
 
-def run_validation(state: TrainState, loader, tb: TensorBoardLogger) -> dict:
-    """Validate, log PSNR/SSIM, save the panel to ``val_images/`` and TensorBoard. All ranks call this."""
-    protocol = state.opt.get("protocol") or {}
-    metrics, panel = validate(unwrap(state.model), loader, state.device, state.autocast,
-                              channel=protocol.get("channel", "rgb"), gt_mean=bool(protocol.get("gt_mean")))
+def run_validation(state: TrainState, dataset, tb: TensorBoardLogger) -> dict:
+    """Score the network on the validation scenes as ``quantitative_test.py`` does (the ``protocol`` section),
+    log PSNR/SSIM, save the first frame's panel to ``val_images/`` and TensorBoard. All ranks call this.
+
+    The training network runs as it is (its convolution backend and ``train.amp`` precision), in eval mode.
+    """
+    from sdsd.evaluation.common import check_protocol
+    from sdsd.evaluation.qualitative import PANEL_LABELS
+    from sdsd.evaluation.quantitative import score
+    from sdsd.evaluation.visualize import make_panel, write_png
+    from sdsd.inference import Engine, TorchBackend
+    from sdsd.metrics import tensor_to_uint8_bgr
+
+    protocol = check_protocol(state.opt)
+    amp = state.opt["train"].get("amp") or "none"
+    backend = TorchBackend(unwrap(state.model), state.device, precision="fp32" if amp == "none" else amp,
+                           conv_backend=None)
+    engine = Engine(backend, self_ensemble=protocol["self_ensemble"])
+    first = (dataset.scenes[0], 0) if dataset.scenes else None
+    panel = None
+
+    def keep_panel(out) -> None:
+        nonlocal panel
+        if (out.scene, out.index) == first:
+            tiles = [tensor_to_uint8_bgr(t) for t in (out.lq, out.enhanced, out.illumination, out.gt)]
+            panel = make_panel(tiles, PANEL_LABELS)
+
+    try:
+        metrics = score(engine, dataset, protocol, state.dist, on_output=keep_panel)
+    finally:
+        backend.close()
     panels = all_gather_object(panel)
     panel = next((p for p in panels if p is not None), None)
     if state.dist.is_main:
-        logger.info("validation at iteration %d: PSNR %.4f dB, SSIM %.4f (%d frames, %d scenes)", state.iteration,
-                    metrics["psnr"], metrics["ssim"], metrics["frames"], len(metrics["scenes"]))
+        logger.info("validation at iteration %d: PSNR %.4f dB, SSIM %.4f (%d frames, %d scenes, %s average)",
+                    state.iteration, metrics["psnr"], metrics["ssim"], len(metrics["frames"]),
+                    len(metrics["scenes"]), protocol["average"])
         tb.scalars({"val/psnr": metrics["psnr"], "val/ssim": metrics["ssim"]}, state.iteration)
         if panel is not None:
-            save_panel(panel, os.path.join(state.opt["path"]["experiments_root"], "val_images",
-                                           f"{state.iteration}.png"))
+            write_png(panel, os.path.join(state.opt["path"]["experiments_root"], "val_images",
+                                          f"{state.iteration}.png"))
             tb.image("val/input_output_illumination_gt", panel[..., ::-1].copy(), state.iteration)
-    return metrics
+    return {"psnr": metrics["psnr"], "ssim": metrics["ssim"], "frames": len(metrics["frames"]),
+            "scenes": metrics["scenes"]}
 
 
 # -- the run -----------------------------------------------------------------------------------------------------------
@@ -355,7 +382,7 @@ def train(opt: dict, *, auto_resume: bool = False, argv: list[str] | None = None
         log_run_header(opt, argv, info.world_size, info.device, per_process)
         seed = seed_everything(train_opt.get("manual_seed"))
         logger.info("random seed %d", seed)
-        loader, sampler, val_loader = build_data(opt, info, seed)
+        loader, sampler, val_set = build_data(opt, info, seed)
         state = build_training(opt, info, resuming=bool(resume_path))
         if resume_path:
             resume(state, resume_path)
@@ -378,8 +405,8 @@ def train(opt: dict, *, auto_resume: bool = False, argv: list[str] | None = None
                     log_iteration(state, reduce_terms(terms), seconds, tb, bar)
                     window_start, window_iters = time.perf_counter(), 0
                 bar.update()
-                if val_loader is not None and it % train_opt["val_freq"] == 0:
-                    last_val = run_validation(state, val_loader, tb)
+                if val_set is not None and it % train_opt["val_freq"] == 0:
+                    last_val = run_validation(state, val_set, tb)
                 if it % log_opt["save_checkpoint_freq"] == 0 or it == niter:
                     save_checkpoint(state)
                 if it >= niter:

@@ -1,0 +1,551 @@
+"""The inference engine: the one place that runs SDSD-Net on frames.
+
+Validation during training, ``quantitative_test.py``, ``qualitative_test.py`` and ``python -m sdsd.enhance`` all
+run the network through :class:`Engine`; each adds only what is its own (metrics, images, video encoding).
+
+What the engine does, in order:
+
+* **Backend**: a :class:`Backend` runs the network's two stages. :class:`TorchBackend` is eager PyTorch on a
+  device with a convolution backend (:mod:`sdsd.archs.fastconv`) and a precision (fp32, or bf16/fp16 autocast).
+  A new runtime is one more class with the same two methods.
+* **Features once per frame**: the per-frame stage (``extract_features``: the first convolutions, the residual
+  blocks and the pyramid) does not depend on the window, so it runs once per frame and view (flip, tile), in
+  chunks of ``chunk`` frames; only the window stage (``forward_features``: alignment, fusion, reconstruction)
+  runs per window, ``batch`` windows per call, on gathered features. This gives the numbers of ``net(window)``
+  at about 1/N of the per-frame cost.
+* **Geometry**: frames are padded to a multiple of 16 (reflect; replicate when too small to reflect) and the
+  outputs cropped back. With ``tile > 0`` every view is cut into overlapping tiles (identically for all frames
+  of a window); each tile keeps its own features and the overlaps are blended with a smooth partition of unity,
+  so no seam shows and peak memory depends on the tile size, not on the frame size.
+* **Self-ensemble**: the whole window is flipped (identity, horizontal, vertical, both), each view is enhanced,
+  the outputs are flipped back and averaged (all three outputs).
+* **Streaming** (:meth:`Engine.stream`): frames are read one at a time; window ``i`` is computed once frame
+  ``max(i + N//2, 2 * (N//2))`` has been read or the stream has ended, so the clip length need not be known,
+  and only the frames (and features) a later window can still use are kept: about ``N + batch`` frames.
+
+Windows follow the test protocol's rule (``sdsd.data.windows.index_generation``, ``new_info`` as published):
+output frame ``i`` of an ``n``-frame clip comes from the N-frame window around ``i`` computed over those ``n``
+frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sdsd.archs.fastconv import prepare_for_inference
+from sdsd.data.windows import index_generation
+from sdsd.errors import UserError
+
+__all__ = [
+    "ENSEMBLE_FLIPS",
+    "MIN_SIZE",
+    "Backend",
+    "TorchBackend",
+    "Engine",
+    "engine_from_options",
+    "FrameOutput",
+    "WorkItem",
+    "plan_work",
+    "iterate_dataset",
+    "pad_to_multiple",
+    "plan_tiles",
+    "tile_weights",
+]
+
+#: The self-ensemble transforms: name -> the tensor dims flipped (of a ``... x H x W`` tensor).
+ENSEMBLE_FLIPS: dict[str, tuple[int, ...]] = {
+    "identity": (),
+    "hflip": (-1,),
+    "vflip": (-2,),
+    "hvflip": (-2, -1),
+}
+MULTIPLE = 16  # the network downsamples by 16
+MIN_SIZE = 16
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def autocast_context(device: torch.device, precision: str):
+    """The autocast context of ``precision`` (``fp32`` = none) on ``device``."""
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# -- backends -----------------------------------------------------------------------------------------------------
+
+
+class Backend:
+    """How the network's two stages run. Subclasses implement :meth:`features` and :meth:`windows`.
+
+    Attributes:
+        name: the runtime's name (recorded in logs and metrics).
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+        device: where inputs must be.
+        nframes, center: the network's window width and reference index.
+    """
+
+    name = "abstract"
+    precision = "fp32"
+    device: torch.device
+    nframes: int
+    center: int
+
+    def features(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-frame pyramid features of ``T x 3 x H x W`` frames: ``(L1, L2, L3)``, each ``T x C x h x w``."""
+        raise NotImplementedError
+
+    def windows(self, feats: tuple[torch.Tensor, ...], base: torch.Tensor) -> Outputs:
+        """``(enhanced, illumination, denoised)``, each ``B x 3 x H x W`` float32, from ``B x N x C x h x w``
+        features and the centre frames ``base`` (``B x 3 x H x W``)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What this backend is, for logs and metrics JSON."""
+        return {"runtime": self.name, "precision": self.precision, "device": str(self.device)}
+
+
+class TorchBackend(Backend):
+    """Eager PyTorch.
+
+    Args:
+        net: an SDSD-Net (``extract_features`` / ``forward_features``); moved to ``device`` and put in eval mode
+            (its training mode is restored by :meth:`close`).
+        device: where to compute (default: the network's device).
+        precision: ``fp32`` (default), ``bf16`` or ``fp16`` (autocast; fp16 needs CUDA).
+        conv_backend: ``auto``, ``winograd``, ``channels_last`` or ``nchw`` (:mod:`sdsd.archs.fastconv`, same
+            numbers up to float rounding), or ``None`` to run the network as it is (validation during training
+            uses the training network unchanged).
+    """
+
+    name = "torch"
+
+    def __init__(self, net: nn.Module, device: torch.device | str | None = None, precision: str = "fp32",
+                 conv_backend: str | None = "auto"):
+        self.device = torch.device(device) if device is not None else next(net.parameters()).device
+        if precision == "fp16" and self.device.type != "cuda":
+            raise UserError("precision fp16 needs a CUDA device; use bf16 on the CPU")
+        self.precision = precision
+        self._was_training = net.training
+        self.net = net.to(self.device).eval()
+        self.conv_backend = (prepare_for_inference(self.net, self.device, conv_backend)
+                             if conv_backend is not None else "as is")
+        self.nframes, self.center = int(net.nframes), int(net.center)
+
+    def _autocast(self):
+        return autocast_context(self.device, self.precision)
+
+    def features(self, frames):
+        with self._autocast():
+            return self.net.extract_features(frames)
+
+    def windows(self, feats, base):
+        with self._autocast():
+            outs = self.net.forward_features(feats, base)
+        return tuple(o.float() for o in outs)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "conv_backend": self.conv_backend}
+
+    def close(self) -> None:
+        """Give the network back in the training mode it came in."""
+        self.net.train(self._was_training)
+
+
+# -- geometry -----------------------------------------------------------------------------------------------------
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
+    """Pad the last two axes (bottom/right) up to a multiple of ``multiple``.
+
+    Reflect padding when the frame is large enough to mirror (pad < size), else replicate.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    squeeze = x.dim() == 3
+    out = F.pad(x.unsqueeze(0) if squeeze else x, (0, pw, 0, ph), mode=mode)
+    return out[0] if squeeze else out
+
+
+def plan_tiles(size: int, tile: int, overlap: int) -> tuple[list[int], int]:
+    """Tile starts along one axis of length ``size`` (a multiple of 16).
+
+    Returns ``(starts, length)``: tiles ``[s, s + length)`` covering ``0 .. size``, consecutive tiles
+    overlapping by at least ``overlap``; one tile of the full size when ``tile`` is 0 or not smaller.
+    """
+    if tile <= 0 or tile >= size:
+        return [0], size
+    stride = tile - overlap
+    starts = list(range(0, size - tile, stride)) + [size - tile]
+    return starts, tile
+
+
+def _ramp(length: int) -> torch.Tensor:
+    """Weights of the right-hand tile across an overlap of ``length`` pixels (the left tile gets ``1 - ramp``).
+
+    The outer quarter of the overlap on each side gets weight 0 for the tile whose border it is (a tile's
+    outputs near its own border see the zero padding of the convolutions), and a smoothstep crosses over in
+    the middle half. Smoothstep is symmetric (``f(t) + f(1 - t) = 1``), so the two tiles' weights sum to one.
+    """
+    dead = length // 4
+    t = ((torch.arange(length, dtype=torch.float64) + 0.5 - dead) / max(length - 2 * dead, 1)).clamp(0, 1)
+    return t * t * (3 - 2 * t)
+
+
+def tile_weights(starts: list[int], length: int) -> list[torch.Tensor]:
+    """1-D blending weights (float64, ``length`` each) for the tiles at ``starts`` along one axis.
+
+    Across each overlap with a neighbour a tile fades smoothly from 0 to 1 (see :func:`_ramp`); it is 1
+    elsewhere, including at the frame border. Neighbouring tiles' weights sum to one, so the blend shows no
+    seam.
+    """
+    out = []
+    for k, start in enumerate(starts):
+        w = torch.ones(length, dtype=torch.float64)
+        if k > 0:
+            left = starts[k - 1] + length - start
+            w[:left] *= _ramp(left)
+        if k + 1 < len(starts):
+            right = start + length - starts[k + 1]
+            w[length - right:] *= 1 - _ramp(right)
+        out.append(w)
+    return out
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+@dataclasses.dataclass
+class _Tiling:
+    """The tiles of one padded frame size: ``(y, x)`` starts, the tile size and per-tile blend weights."""
+
+    tiles: list[tuple[int, int]]
+    size: tuple[int, int]
+    weights: list[torch.Tensor] | None  # None for a single tile
+
+
+# -- the engine ---------------------------------------------------------------------------------------------------
+
+
+class Engine:
+    """Runs windows of frames through a :class:`Backend` with feature reuse, tiles and self-ensemble.
+
+    Args:
+        backend: how the network runs.
+        chunk: frames per feature call (bounds the memory of the per-frame stage).
+        batch: windows per window-stage call.
+        self_ensemble: average over the four flips of each window (x4 cost).
+        tile: tile size in pixels (rounded up to a multiple of 16); 0 runs on whole frames.
+        overlap: tile overlap in pixels (rounded up to a multiple of 16; at most half the tile).
+
+    The feature cache passed to :meth:`run` maps ``(flip, tile, frame key)`` to that frame's features; callers
+    keep one per clip and drop entries of frames no later window uses.
+    """
+
+    def __init__(self, backend: Backend, *, chunk: int = 4, batch: int = 1, self_ensemble: bool = False,
+                 tile: int = 0, overlap: int = 64):
+        if chunk < 1 or batch < 1:
+            raise UserError(f"chunk ({chunk}) and batch ({batch}) must be positive integers")
+        if tile < 0 or overlap < 0:
+            raise UserError("the tile size and the tile overlap must not be negative")
+        self.backend = backend
+        self.chunk, self.batch = int(chunk), int(batch)
+        self.flips = list(ENSEMBLE_FLIPS.values()) if self_ensemble else [()]
+        self.tile = _round_up(tile, MULTIPLE) if tile > 0 else 0
+        self.overlap = _round_up(overlap, MULTIPLE)
+        if self.tile and 2 * self.overlap > self.tile:
+            raise UserError(f"the tile overlap {self.overlap} must be at most half of the tile size {self.tile}; "
+                            "lower the overlap or raise the tile size")
+        self._tilings: dict[tuple[int, int], _Tiling] = {}
+
+    @property
+    def nframes(self) -> int:
+        return self.backend.nframes
+
+    def describe(self) -> dict:
+        """Backend, precision and the engine's settings, for logs and metrics JSON."""
+        return {**self.backend.describe(), "self_ensemble": len(self.flips) > 1, "tile": self.tile}
+
+    # ---------------------------------------------------------------- core
+    def _tiling(self, hp: int, wp: int) -> _Tiling:
+        if (hp, wp) not in self._tilings:
+            ys, th = plan_tiles(hp, self.tile, self.overlap)
+            xs, tw = plan_tiles(wp, self.tile, self.overlap)
+            tiles = [(y, x) for y in ys for x in xs]
+            weights = None
+            if len(tiles) > 1:
+                wy, wx = tile_weights(ys, th), tile_weights(xs, tw)
+                plain = [torch.outer(wy[i], wx[j]) for i in range(len(ys)) for j in range(len(xs))]
+                # Normalise by the summed weights so corners where several tiles meet still sum to one.
+                total = torch.zeros(hp, wp, dtype=torch.float64)
+                for (y, x), w in zip(tiles, plain):
+                    total[y:y + th, x:x + tw] += w
+                total.clamp_(min=1e-12)
+                weights = [(w / total[y:y + th, x:x + tw]).to(self.backend.device, torch.float32)
+                           for (y, x), w in zip(tiles, plain)]
+            self._tilings[(hp, wp)] = _Tiling(tiles, (th, tw), weights)
+        return self._tilings[(hp, wp)]
+
+    def fill_cache(self, frames: Mapping, keys: Sequence, cache: dict) -> None:
+        """Compute the features of frames ``keys`` (padded ``3 x H x W`` tensors in ``frames``) missing from
+        ``cache``, for every view, ``chunk`` frames per call in the order given."""
+        if not keys:
+            return
+        tiling = self._tiling(*frames[keys[0]].shape[-2:])
+        th, tw = tiling.size
+        with torch.inference_mode():
+            for f, dims in enumerate(self.flips):
+                for t, (y, x) in enumerate(tiling.tiles):
+                    missing = [k for k in keys if (f, t, k) not in cache]
+                    for start in range(0, len(missing), self.chunk):
+                        part = missing[start:start + self.chunk]
+                        crops = torch.stack([self._view(frames[k], dims, y, x, th, tw) for k in part])
+                        levels = self.backend.features(crops)
+                        for i, k in enumerate(part):
+                            cache[(f, t, k)] = tuple(level[i] for level in levels)
+
+    @staticmethod
+    def _view(frame: torch.Tensor, dims: tuple[int, ...], y: int, x: int, th: int, tw: int) -> torch.Tensor:
+        flipped = frame.flip(dims) if dims else frame
+        return flipped[:, y:y + th, x:x + tw]
+
+    def run(self, frames: Mapping, windows: Sequence[Sequence], cache: dict) -> Outputs:
+        """Enhance a batch of windows.
+
+        Args:
+            frames: frame key -> padded ``3 x Hp x Wp`` float tensor on the backend's device.
+            windows: per output, the N frame keys of its window (the centre is the backend's ``center``).
+            cache: the feature cache (filled as needed).
+
+        Returns:
+            ``(enhanced, illumination, denoised)``, each ``B x 3 x Hp x Wp`` float32.
+        """
+        used = sorted({k for w in windows for k in w})
+        self.fill_cache(frames, used, cache)
+        pos = {k: p for p, k in enumerate(used)}
+        index = torch.tensor([[pos[k] for k in w] for w in windows], dtype=torch.long, device=self.backend.device)
+        centres = [w[self.backend.center] for w in windows]
+        hp, wp = frames[used[0]].shape[-2:]
+        tiling = self._tiling(hp, wp)
+        th, tw = tiling.size
+        total = None
+        with torch.inference_mode():
+            for f, dims in enumerate(self.flips):
+                canvas = None
+                for t, (y, x) in enumerate(tiling.tiles):
+                    feats = tuple(torch.stack([cache[(f, t, k)][lvl] for k in used])[index]
+                                  for lvl in range(len(cache[(f, t, used[0])])))
+                    base = torch.stack([self._view(frames[c], dims, y, x, th, tw) for c in centres])
+                    outs = self.backend.windows(feats, base)
+                    if tiling.weights is None:
+                        canvas = outs
+                        break
+                    if canvas is None:
+                        canvas = tuple(torch.zeros(len(windows), 3, hp, wp, device=self.backend.device)
+                                       for _ in outs)
+                    for c, o in zip(canvas, outs):
+                        c[:, :, y:y + th, x:x + tw] += o * tiling.weights[t]
+                outs = tuple(o.flip(dims) if dims else o for o in canvas)
+                total = outs if total is None else tuple(a + b for a, b in zip(total, outs))
+            if len(self.flips) > 1:
+                total = tuple(t / len(self.flips) for t in total)
+        return total
+
+    # ---------------------------------------------------------------- whole clips in memory
+    def clip(self, frames: torch.Tensor, windows: Sequence[Sequence[int]]) -> Iterator[tuple[int, Outputs]]:
+        """Enhance windows of a clip held in memory.
+
+        Args:
+            frames: ``T x 3 x H x W`` RGB frames in [0, 1].
+            windows: for each output, the N indices into ``frames`` of its window.
+
+        Yields:
+            ``(k, (enhanced, illumination, denoised))`` for window ``k`` in order, each ``3 x H x W`` float32 on
+            the backend's device.
+        """
+        if not len(windows):
+            return
+        h, w = frames.shape[-2:]
+        padded = pad_to_multiple(frames.to(self.backend.device, non_blocking=True))
+        view = {k: padded[k] for k in range(padded.shape[0])}
+        cache: dict = {}
+        # Every frame a window uses, in order, before the first window: the per-frame stage then sees the same
+        # chunks whatever the batch size.
+        self.fill_cache(view, sorted({k for win in windows for k in win}), cache)
+        for start in range(0, len(windows), self.batch):
+            part = windows[start:start + self.batch]
+            outs = self.run(view, part, cache)
+            for k in range(len(part)):
+                yield start + k, tuple(o[k, :, :h, :w] for o in outs)
+
+    # ---------------------------------------------------------------- streams
+    def stream(self, frames: Iterable[np.ndarray], padding: str = "new_info",
+               as_float: bool = False) -> Iterator[np.ndarray]:
+        """Enhance a stream of frames with the test protocol's sliding window, in bounded memory.
+
+        Args:
+            frames: ``H x W x 3`` RGB arrays, uint8 or float32 in [0, 1] (for sources of more than 8 bits), all
+                the same size (at least 16 x 16).
+            padding: window rule at the clip ends (``new_info`` as published; ``replicate``, ``reflection``,
+                ``circle``).
+            as_float: yield ``H x W x 3`` float32 arrays in [0, 1] (before rounding) instead of uint8.
+
+        Yields:
+            One enhanced frame per input frame, in order.
+        """
+        half = self.nframes // 2
+        source = iter(frames)
+        buffer: dict[int, torch.Tensor] = {}
+        cache: dict = {}
+        read, ended, centre = 0, False, 0
+        size = None
+
+        def ready(i: int) -> bool:
+            # Window i is final once every index it can use has been read: up to i + N//2 (and, at the start,
+            # the new_info frames up to 2 * (N//2)), or the stream has ended so the clip length is known.
+            return ended or read - 1 >= max(i + half, 2 * half)
+
+        while True:
+            while not ended and not ready(centre + self.batch - 1):
+                frame = next(source, None)
+                if frame is None:
+                    ended = True
+                    break
+                buffer[read] = self._to_tensor(frame, read, size)
+                size = size or frame.shape[:2]
+                read += 1
+            centres = [c for c in range(centre, centre + self.batch) if c < read and ready(c)]
+            if not centres:
+                break
+            # With n = frames read so far the rule is exact: a window only reaches index >= n when the stream
+            # has ended, and then n is the clip length.
+            windows = [index_generation(c, read, self.nframes, padding) for c in centres]
+            out = self.run(buffer, windows, cache)[0]
+            centre += len(centres)
+            keep_from = min(centre - half, read - 1 - 2 * half)
+            for k in [k for k in buffer if k < keep_from]:
+                del buffer[k]
+            for key in [key for key in cache if key[2] < keep_from]:
+                del cache[key]
+            h, w = size
+            with torch.inference_mode():
+                out = out[:, :, :h, :w].clamp(0, 1)
+                if as_float:
+                    arrays = out.permute(0, 2, 3, 1).cpu().numpy()
+                else:
+                    arrays = out.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            yield from arrays
+
+    def _to_tensor(self, frame: np.ndarray, index: int, size: tuple[int, int] | None) -> torch.Tensor:
+        if (not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3
+                or frame.dtype not in (np.uint8, np.float32)):
+            raise UserError(f"frame {index}: expected an H x W x 3 uint8 (or float32 in [0, 1]) RGB array, got "
+                            f"{getattr(frame, 'shape', type(frame))} {getattr(frame, 'dtype', '')}")
+        if size is not None and frame.shape[:2] != size:
+            raise UserError(f"frame {index} is {frame.shape[1]}x{frame.shape[0]} but frame 0 is {size[1]}x{size[0]}; "
+                            "all frames of a video must have the same size")
+        if min(frame.shape[:2]) < MIN_SIZE:
+            raise UserError(f"frame size {frame.shape[1]}x{frame.shape[0]} is below the {MIN_SIZE} px minimum; "
+                            "upscale the input first")
+        x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.backend.device, non_blocking=True)
+        x = x.permute(2, 0, 1).float()
+        if frame.dtype == np.uint8:
+            x = x.div_(255.0)
+        return pad_to_multiple(x)
+
+
+def engine_from_options(opt: dict, device: torch.device, *, self_ensemble: bool = False, batch: int = 1,
+                        chunk: int = 4) -> Engine:
+    """The engine of an evaluation option file: ``path.pretrain_model_G`` loaded into ``network_G``
+    (``path.strict_load``), on ``device`` with the file's ``conv_backend``, fp32.
+
+    Raises:
+        UserError: the checkpoint is not set, missing or does not fit.
+    """
+    from sdsd.archs import load_model
+
+    path = (opt.get("path") or {}).get("pretrain_model_G")
+    if not path:
+        raise UserError("path.pretrain_model_G is not set: point it at the checkpoint to evaluate "
+                        "(e.g. --set path.pretrain_model_G=pretrain/indoor_G.pth)")
+    if not os.path.isfile(path):
+        raise UserError(f"path.pretrain_model_G: checkpoint {path} does not exist; download it or fix the path")
+    net, _ = load_model(path, opt.get("network_G") or {}, strict=bool(opt["path"].get("strict_load", True)))
+    backend = TorchBackend(net, device, conv_backend=opt.get("conv_backend", "auto"))
+    return Engine(backend, chunk=chunk, batch=batch, self_ensemble=self_ensemble)
+
+
+# -- datasets -----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class WorkItem:
+    """Frames of one scene assigned to this process: centre indices into the scene's frames."""
+
+    scene: str
+    indices: list[int]
+    n: int  # frames evaluated in the scene (``dataset.scene_length``), for output names
+
+
+@dataclasses.dataclass
+class FrameOutput:
+    """One enhanced frame: the network's three outputs (``3 x H x W``, RGB) with its input and GT."""
+
+    scene: str
+    index: int
+    n: int
+    enhanced: torch.Tensor
+    illumination: torch.Tensor
+    denoised: torch.Tensor
+    lq: torch.Tensor  # the centre input frame
+    gt: torch.Tensor
+
+
+def plan_work(scene_lengths: Sequence[tuple[str, int]], rank: int = 0, world_size: int = 1) -> list[WorkItem]:
+    """Split all frames of all scenes into ``world_size`` contiguous, nearly equal parts; return part ``rank``.
+
+    Frames are ordered scene by scene, so a part covers whole scenes plus at most two partial ones, and feature
+    reuse is lost only at the (at most two) cut points.
+    """
+    total = sum(n for _, n in scene_lengths)
+    start, stop = total * rank // world_size, total * (rank + 1) // world_size
+    items, offset = [], 0
+    for scene, n in scene_lengths:
+        lo, hi = max(start - offset, 0), min(stop - offset, n)
+        if lo < hi:
+            items.append(WorkItem(scene, list(range(lo, hi)), n))
+        offset += n
+    return items
+
+
+def iterate_dataset(engine: Engine, dataset, work: Sequence[WorkItem]) -> Iterator[FrameOutput]:
+    """Enhance the frames of ``work`` scene by scene; yield one :class:`FrameOutput` per frame (tensors on the
+    backend's device). Per scene only the frames that the assigned windows use go through the per-frame stage.
+
+    ``dataset`` provides ``load_scene(scene) -> (lq, gt)`` and ``window(scene, i) -> indices``.
+    """
+    for item in work:
+        lq, gt = dataset.load_scene(item.scene)
+        windows = [dataset.window(item.scene, i) for i in item.indices]
+        needed = sorted({j for w in windows for j in w} | set(item.indices))
+        local = {j: pos for pos, j in enumerate(needed)}
+        frames = lq[needed].to(engine.backend.device, non_blocking=True)
+        local_windows = [[local[j] for j in w] for w in windows]
+        for k, (enhanced, illumination, denoised) in engine.clip(frames, local_windows):
+            i = item.indices[k]
+            yield FrameOutput(item.scene, i, item.n, enhanced, illumination, denoised, frames[local[i]], gt[i])
+
