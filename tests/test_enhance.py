@@ -196,7 +196,7 @@ def test_bad_frames_and_options_are_user_errors(net):
     with pytest.raises(UserError, match="16 px"):
         list(StreamingEnhancer(net).enhance(random_frames(2, 12, 40)))
     with pytest.raises(UserError, match="uint8"):
-        list(StreamingEnhancer(net).enhance([np.zeros((32, 32, 3), np.float32)]))
+        list(StreamingEnhancer(net).enhance([np.zeros((32, 32, 3), np.float64)]))
     with pytest.raises(UserError, match="half"):
         StreamingEnhancer(net, tile=64, overlap=48)
     with pytest.raises(UserError, match="nframes"):

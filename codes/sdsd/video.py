@@ -542,8 +542,9 @@ class VideoWriter(_AtomicOutput):
         codec: ``None`` for libx264 (falling back to mpeg4 for 8 bits), or an FFmpeg encoder name
             (``libx265``, ...).
         crf: libx264/libx265 constant rate factor (lower = better, 18 is visually near-lossless).
-        color: the matrix and range RGB is converted with, and the stream's colour tags (default: what a
-            player assumes for an untagged video of this size, see :func:`default_matrix`).
+        color: the matrix and range RGB is converted with, and the stream's colour tags (default: sRGB
+            frames, :func:`output_color` with no source: the matrix a player assumes for an untagged video of
+            this size, limited range, BT.709 primaries and transfer).
         bit_depth: 8 or 10 bits per sample.
         time_base: the unit of the timestamps given to :meth:`write` (a source's ``info.time_base``);
             ``None``: ``1 / fps``.
@@ -565,7 +566,7 @@ class VideoWriter(_AtomicOutput):
         if bit_depth not in BIT_DEPTHS:
             raise UserError(f"bit depth {bit_depth}: use {' or '.join(map(str, BIT_DEPTHS))}")
         self.bit_depth = bit_depth
-        self.color = color if color is not None else ColorSpec.for_matrix(default_matrix(width, height))
+        self.color = color if color is not None else output_color(None, width, height)
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
         # Frames without a timestamp are this many time-base units apart.
         self._step = max(1, round(1 / (self.fps * self.time_base)))
