@@ -135,21 +135,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="window rule at the clip ends (default new_info, as published)")
     parser.add_argument("--compare", action="store_true", help="write input | enhanced side by side")
     parser.add_argument("--fps", type=float, default=None, help="frame rate for a frame-folder input (default 25)")
-    parser.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
+    parser.add_argument("--crf", type=int, default=18, help="H.264/H.265 quality, lower is better (default 18)")
+    parser.add_argument("--codec", choices=("h264", "h265", "mpeg4"), default=None,
+                        help="video encoder (default h264, falling back to mpeg4 where libx264 is missing)")
+    parser.add_argument("--bit-depth", type=int, choices=(8, 10), default=8,
+                        help="output bits per sample: 8 (default) or 10 (h264/h265 video; 16-bit PNG frames)")
+    parser.add_argument("--colorspace", choices=("auto", "bt709", "bt601", "bt2020"), default="auto",
+                        help="YUV matrix the output video is converted with and tagged as (default auto: the "
+                             "source's; BT.709 for HD and BT.601 for SD when the source is untagged or frames)")
+    parser.add_argument("--color-range", choices=("auto", "limited", "full"), default="auto",
+                        help="YUV range of the output video (default auto: the source's, else limited)")
     parser.add_argument("--no-audio", action="store_true", help="do not copy the input's audio")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def _check_args(args) -> None:
+    from sdsd.video import MIN_FPS
+
     if args.batch < 1:
         raise UserError(f"--batch must be at least 1 (got {args.batch})")
     if args.tile < 0 or args.tile_overlap < 0:
         raise UserError("--tile and --tile-overlap must not be negative")
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be at least 1 (got {args.max_frames})")
-    if args.fps is not None and args.fps <= 0:
-        raise UserError(f"--fps must be positive (got {args.fps})")
+    if args.fps is not None and not args.fps >= MIN_FPS:
+        raise UserError(f"--fps {args.fps:g}: the frame rate must be at least {float(MIN_FPS):g} frames/s "
+                        "(one frame per 1000 s)")
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise UserError(f"output {args.output} is the input; choose another output path")
 
@@ -163,7 +175,16 @@ def _limited(frames: Iterable[np.ndarray], limit: int | None) -> Iterator[np.nda
 
 def _side_by_side(pairs: Iterator[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
     for left, right in pairs:
+        if left.dtype != right.dtype:  # a uint8 input beside a float output (or the reverse): both as float
+            left, right = (x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x for x in (left, right))
         yield np.concatenate([left, right], axis=1)
+
+
+def _tee_times(timed: Iterable[tuple[np.ndarray, int | None, int | None]], times: deque) -> Iterator[np.ndarray]:
+    # Timestamps bypass the enhancer (one output per input, in order) and wait here for their frame.
+    for frame, pts, duration in timed:
+        times.append((pts, duration))
+        yield frame
 
 
 def _tee_inputs(frames: Iterable[np.ndarray], keep: deque) -> Iterator[np.ndarray]:
@@ -178,7 +199,7 @@ def enhance_file(args) -> dict:
     from tqdm import tqdm
 
     from sdsd.utils.dist import select_device
-    from sdsd.video import VideoWriter, open_source, open_writer
+    from sdsd.video import CODECS, VideoWriter, open_source, open_writer, output_color
 
     _check_args(args)
     device = select_device(None, want=args.device)
@@ -203,23 +224,34 @@ def enhance_file(args) -> dict:
 
     start = time.perf_counter()
     try:
-        writer = open_writer(args.output, out_width, info.height, info.fps, audio_from=audio, crf=args.crf)
+        # Colour follows the source unless --colorspace/--color-range say; timestamps use the source's unit.
+        color = output_color(info.color, out_width, info.height, args.colorspace, args.color_range)
+        writer = open_writer(args.output, out_width, info.height, info.fps, audio_from=audio,
+                             codec=CODECS[args.codec] if args.codec else None, crf=args.crf, color=color,
+                             bit_depth=args.bit_depth, time_base=info.time_base)
     except BaseException:
         source.close()
         raise
+    # Above 8 bits in or out, the network's output stays float until the writer quantises it once.
+    deep = info.bit_depth > 8 or args.bit_depth > 8
     with writer, source:
-        inputs = _limited(source, args.max_frames)
+        times: deque[tuple[int | None, int | None]] = deque()
+        inputs = _tee_times(_limited(source.timed_frames(), args.max_frames), times)
         queue: deque[np.ndarray] = deque()
         if args.compare:
             inputs = _tee_inputs(inputs, queue)
-        results = engine.stream(inputs, padding=args.padding)
+        results = engine.stream(inputs, padding=args.padding, as_float=deep)
         if args.compare:
             results = _side_by_side((queue.popleft(), out) for out in results)
         bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr,
                    desc="enhancing")
         with bar:
             for frame in results:
-                writer.write(frame)
+                pts, duration = times.popleft()
+                if isinstance(writer, VideoWriter):
+                    writer.write(frame, pts=pts, duration=duration)
+                else:
+                    writer.write(frame)
                 bar.update(1)
         if writer.count == 0:
             raise UserError(f"{args.input}: no frames could be decoded")

@@ -1,7 +1,9 @@
-"""Pictures and videos of results: labelled side-by-side panels, atomic PNG writes and H.264/MPEG-4 videos."""
+"""Pictures and videos of results: labelled side-by-side panels, atomic PNG writes, and videos (through
+:mod:`sdsd.video`'s writer: H.264, MPEG-4 Part 2 where libx264 is missing)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 
 import cv2
@@ -9,6 +11,7 @@ import numpy as np
 
 from sdsd.errors import UserError
 from sdsd.utils.io import atomic_path
+from sdsd.video import VideoWriter, video_codec
 
 __all__ = ["label_tile", "make_panel", "write_png", "read_png", "write_video", "video_codec", "even_size"]
 
@@ -73,17 +76,6 @@ def read_png(path: str) -> np.ndarray:
     return img
 
 
-def video_codec() -> str:
-    """``libx264`` (H.264) when this PyAV build can encode it, else ``mpeg4``."""
-    import av
-
-    try:
-        av.codec.Codec("libx264", "w")
-        return "libx264"
-    except Exception:  # noqa: BLE001 - PyAV raises different types across versions for a missing encoder
-        return "mpeg4"
-
-
 def even_size(width: int, height: int, max_width: int | None = None) -> tuple[int, int]:
     """Video frame size: scaled down to ``max_width`` (keeping the aspect ratio), both sides even (yuv420p)."""
     if max_width is not None and width > max_width:
@@ -93,38 +85,28 @@ def even_size(width: int, height: int, max_width: int | None = None) -> tuple[in
 
 
 def write_video(frames: Iterable[np.ndarray], path: str, fps: int = 10, max_width: int | None = 1920) -> str:
-    """Encode BGR uint8 frames into an mp4 atomically with PyAV; returns the codec used.
+    """Encode BGR uint8 frames into an mp4 atomically with :class:`sdsd.video.VideoWriter`; returns the codec.
 
-    Frames are resized to the first frame's (even, at most ``max_width`` wide) size. H.264 (libx264, crf 18)
-    when available, else MPEG-4 part 2 at a high bitrate.
+    Frames are resized to the first frame's (even, at most ``max_width`` wide) size, so every player can
+    show the 4:2:0 result. H.264 (libx264, crf 18) when available, else MPEG-4 part 2; colour converted and
+    tagged as :func:`sdsd.video.default_matrix` says for that size (the panels are sRGB pictures).
     """
-    import av
-
-    codec = video_codec()
-    with atomic_path(path) as tmp:
-        container = av.open(tmp, mode="w")
-        try:
-            stream = None
-            size = None
-            for img in frames:
-                if stream is None:
-                    size = even_size(img.shape[1], img.shape[0], max_width)
-                    stream = container.add_stream(codec, rate=fps)
-                    stream.width, stream.height = size
-                    stream.pix_fmt = "yuv420p"
-                    if codec == "libx264":
-                        stream.options = {"crf": "18", "preset": "medium"}
-                    else:
-                        stream.bit_rate = 8_000_000
-                if (img.shape[1], img.shape[0]) != size:
-                    img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            if stream is None:
-                raise ValueError(f"no frames to write into {path}")
-            for packet in stream.encode():
-                container.mux(packet)
-        finally:
-            container.close()
-    return codec
+    writer = None
+    size = None
+    try:
+        for img in frames:
+            if writer is None:
+                size = even_size(img.shape[1], img.shape[0], max_width)
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                writer = VideoWriter(path, size[0], size[1], fps)
+            if (img.shape[1], img.shape[0]) != size:
+                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+            writer.write(np.ascontiguousarray(img[:, :, ::-1]))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is None:
+        raise ValueError(f"no frames to write into {path}")
+    writer.close()
+    return writer.codec
