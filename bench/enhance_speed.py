@@ -34,12 +34,13 @@ def _measure(height: int, width: int, tile: int, overlap: int, frames: int, thre
     import torch
 
     from sdsd.archs import build_network
-    from sdsd.enhance import PUBLISHED_NETWORK, StreamingEnhancer, peak_memory_mib
+    from sdsd.enhance import StreamingEnhancer, peak_memory_mib
+    from sdsd.options import published_network
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = build_network(PUBLISHED_NETWORK).eval()
+    net = build_network(published_network()).eval()
     rng = np.random.default_rng(0)
     # Dim, noisy frames, like the low-light inputs; generated lazily so the source itself costs no memory.
     base = (rng.random((height, width, 3)) * 60).astype(np.uint8)
