@@ -258,6 +258,28 @@ def test_channels_last_is_a_legacy_alias_of_conv_backend():
         options.load(TRAIN_FILE, ["train.channels_last=maybe"])
 
 
+@pytest.mark.parametrize("overrides, backend", [
+    ([], "auto"), (["conv_backend=winograd"], "winograd"), (["conv_backend=channels_last"], "channels_last"),
+    (["train.channels_last=true"], "channels_last"), (["conv_backend=nchw"], "nchw"),
+])
+def test_conv_backend_is_the_one_memory_format_switch_in_training(overrides, backend):
+    import torch
+
+    from sdsd.archs.fastconv import WinogradConv2d, nnpack_available
+    from sdsd.training import build_training
+    from sdsd.utils.dist import DistInfo
+
+    tiny = ["network_G.nf=16", "network_G.groups=2", "network_G.front_RBs=1", "network_G.back_RBs=1"]
+    opt = options.load(TRAIN_FILE, tiny + overrides)
+    state = build_training(opt, DistInfo())
+    if backend in ("auto", "winograd"):  # as at test time: winograd on a CPU with NNPACK, else channels_last
+        backend = "winograd" if nnpack_available() else "channels_last"
+    winograd = any(isinstance(m, WinogradConv2d) for m in state.model.modules())
+    nhwc = state.model.fea_L2_conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert (winograd, nhwc, state.channels_last) == (backend == "winograd", backend == "channels_last",
+                                                     backend == "channels_last")
+
+
 def test_published_network_is_the_schema_default_and_the_constructor_default():
     from sdsd.archs.sdsd_arch import DenoiseIlluminationEnhance
 
