@@ -360,6 +360,7 @@ ENTRY_CASES = [
      None),
     ("quantitative_test.py", TEST_FILE, ["datasets.test.N_frames=3"], "datasets.test.N_frames is 3 but "
                                                                       "network_G.nframes is 5", None),
+    ("qualitative_test.py", TEST_FILE, ["protocol.channel=Y"], "protocol.channel is 'Y'; allowed: rgb, y", None),
 ]
 
 
