@@ -25,12 +25,12 @@ sys.path[:0] = [os.path.join(_repo, "codes"), _repo]
 
 import torch  # noqa: E402
 
+from sdsd import options  # noqa: E402
+from sdsd.options import published_network  # noqa: E402
 from sdsd.training import train_step  # noqa: E402
 from sdsd.training.trainer import build_training  # noqa: E402
+from sdsd.utils import precision  # noqa: E402
 from sdsd.utils.dist import DistInfo, select_device  # noqa: E402
-
-PUBLISHED_NETWORK = {"which_model_G": "denoise_illumination_enhance", "nf": 64, "nframes": 5, "groups": 8,
-                     "front_RBs": 5, "back_RBs": 10, "w_TSA": True}
 
 
 def run(quick: bool = False, batch: int | None = None, crop: int | None = None, iters: int | None = None,
@@ -42,7 +42,8 @@ def run(quick: bool = False, batch: int | None = None, crop: int | None = None, 
         quick: batch 2 at 64x64, 2 timed iterations (defaults for the other sizes otherwise: 32, 128, 5).
         batch, crop, iters: override the batch per process, the crop size and the number of timed iterations.
         warmup: untimed iterations first.
-        amp, channels_last, compile: the ``train.amp``, ``train.channels_last``, ``train.compile`` options.
+        amp, compile: the ``train.amp`` and ``train.compile`` options; channels_last: ``conv_backend: channels_last``
+            (else ``auto``).
         device: ``cpu`` or ``cuda``; default CUDA when available.
 
     Returns:
@@ -52,14 +53,12 @@ def run(quick: bool = False, batch: int | None = None, crop: int | None = None, 
     crop = crop or (64 if quick else 128)
     iters = iters or (2 if quick else 5)
     dev = select_device(None, 0, device)
-    opt = {
-        "network_G": dict(PUBLISHED_NETWORK), "path": {},
-        "train": {"lr_G": 4e-4, "beta1": 0.9, "beta2": 0.99, "weight_decay_G": 0.0, "ft_tsa_only": 0,
-                  "lr_scheme": "CosineAnnealingLR_Restart", "T_period": [600000], "restarts": None,
-                  "restart_weights": None, "eta_min": 1e-7, "warmup_iter": -1, "pixel_criterion": "cb",
-                  "pixel_weight": 1.0, "amp": amp, "channels_last": channels_last, "compile": compile,
-                  "nan_policy": "stop", "grad_clip": None},
-    }
+    # Validated like an option file, so every train key has its default (the published settings).
+    opt = options.validate({
+        "name": "train-speed", "network_G": published_network(),
+        "conv_backend": "channels_last" if channels_last else "auto",
+        "train": {"niter": warmup + iters, "T_period": [600000], "amp": amp, "compile": compile},
+    })
     torch.manual_seed(0)
     state = build_training(opt, DistInfo(device=dev))
     batch_data = {"LQs": torch.rand(batch, 5, 3, crop, crop, device=dev) * 0.2,
@@ -80,7 +79,8 @@ def run(quick: bool = False, batch: int | None = None, crop: int | None = None, 
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         name = f"cpu ({torch.get_num_threads()} threads)"
-    return {"device": name, "batch_per_process": batch, "crop": crop, "frames": 5, "nf": 64, "amp": amp,
+    return {"device": name, "batch_per_process": batch, "crop": crop, "frames": 5, "nf": opt["network_G"]["nf"],
+            "amp": amp,
             "channels_last": channels_last, "compile": compile, "timed_iters": iters,
             "seconds_per_iter": round(seconds, 4), "iters_per_s": round(1 / seconds, 4),
             "windows_per_s": round(batch / seconds, 3), "peak_memory_mb": round(peak, 1),
@@ -99,7 +99,7 @@ def main(argv=None) -> None:
     parser.add_argument("--crop", type=int)
     parser.add_argument("--iters", type=int)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    parser.add_argument("--amp", choices=precision.MODES, default="none")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--device", choices=("cpu", "cuda"))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sdsd import options
 from sdsd.data import build_dataloader, build_dataset
 from sdsd.errors import UserError
 
@@ -59,11 +60,15 @@ def test_epoch_changes_order_and_drop_last(root):
     assert first != second
 
 
-def test_batch_not_divisible(root):
+def test_batch_not_divisible(root, monkeypatch):
+    # The options refuse it when they load (WORLD_SIZE is set by torchrun before), before any loader is built.
     opt = opts(root, batch_size=5)
-    ds = build_dataset(opt, "train")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match=r"datasets\.train\.batch_size 5.*divisible by the 2 processes"):
-        build_dataloader(ds, opt, "train", rank=0, world_size=2)
+        options.validate({"name": "t", "datasets": {"train": opt}, "train": {"niter": 1, "T_period": [1]}},
+                         is_train=True)
+    monkeypatch.delenv("WORLD_SIZE")
+    ds = build_dataset(opt, "train")
     with pytest.raises(UserError, match=r"fewer than one batch of 32"):
         build_dataloader(ds, opts(root, batch_size=32), "train")
 

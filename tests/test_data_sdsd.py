@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from sdsd import options
 from sdsd.data import build_dataset, read_frame
 from sdsd.data.sdsd_dataset import SDSDDataset
 from sdsd.errors import UserError
@@ -245,9 +246,19 @@ def test_unknown_testing_dir_scene(tree):
         build_dataset(opts(tree, split="static", testing_dir="pair77"), "test")
 
 
+def check(block, phase="train", is_train=True):
+    """Validate ``block`` as the options of a run (where dataset options are checked, before any dataset is built)."""
+    opt = {"name": "t", "datasets": {phase: block}}
+    if is_train:
+        opt["train"] = {"niter": 1, "T_period": [1]}
+    return options.validate(opt, source="t.yml", is_train=is_train)
+
+
 def test_gt_size_too_large(tree):
     with pytest.raises(UserError, match=r"datasets\.train\.GT_size 40"):
-        build_dataset(opts(tree, testing_dir="pair2", GT_size=40, train_size=[48, 32]), "train")
+        check(opts(tree, testing_dir="pair2", GT_size=40, train_size=[48, 32]))
+    with pytest.raises(UserError, match=r"datasets\.train\.GT_size 48 is larger than the frames \(48x32"):
+        check(opts(tree, testing_dir="pair2", GT_size=48, train_size=[48, 32]))
     ds = build_dataset(opts(tree, testing_dir="pair2", GT_size=40), "train")
     with pytest.raises(UserError, match=r"datasets\.train\.GT_size 40 is larger than frame .*00000.npy"):
         ds[0]
@@ -278,13 +289,19 @@ def test_corrupt_frame_in_dataset(tmp_path):
 
 
 def test_bad_options(tree):
-    with pytest.raises(UserError, match=r"datasets\.train\.padding"):
-        build_dataset(opts(tree, padding="zero"), "train")
-    with pytest.raises(UserError, match=r"datasets\.train\.train_size"):
-        build_dataset(opts(tree, train_size=[960]), "train")
-    with pytest.raises(UserError, match=r"datasets\.val\.split"):
-        build_dataset(opts(tree, split="weird"), "val")
+    # Dataset option values are checked when the options load, naming the file, the key and the value.
+    with pytest.raises(UserError, match=r"t.yml: datasets\.train\.padding is 'zero'; allowed: new_info"):
+        check(opts(tree, padding="zero"))
+    with pytest.raises(UserError, match=r"datasets\.train\.train_size is \[960\]; allowed: \[W, H\]"):
+        check(opts(tree, train_size=[960]))
+    with pytest.raises(UserError, match=r"datasets\.val\.split is 'weird'; allowed: dynamic, static"):
+        check(opts(tree, split="weird"), "val", is_train=False)
     with pytest.raises(UserError, match=r"needs `type`"):
-        build_dataset({"dataroot_GT": str(tree / "GT")}, "train")
+        check({"dataroot_GT": str(tree / "GT"), "dataroot_LQ": str(tree / "input")})
+    with pytest.raises(UserError, match=r"datasets\.test\.test_frames is -1; allowed: an integer >= 0, or null"):
+        check(opts(tree, test_frames=-1), "test", is_train=False)
+    with pytest.raises(UserError, match=r"datasets\.test\.N_frames is 4; allowed: an odd integer >= 1"):
+        check(opts(tree, N_frames=4), "test", is_train=False)
+    assert check(opts(tree), "test", is_train=False)["datasets"]["test"]["padding"] == "new_info"
     with pytest.raises(UserError, match=r"nothing to train on"):
         build_dataset(opts(tree, testing_dir="pair1,pair2,pair3,pair10"), "train")

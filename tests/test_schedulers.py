@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from sdsd import options
 from sdsd.errors import UserError
 from sdsd.training.optim import apply_ft_tsa_only, build_optimizer
 from sdsd.training.schedulers import (
@@ -118,11 +119,24 @@ def _save(obj):
     return buf
 
 
+def _load_train(train: dict) -> dict:
+    """Validate a train section as ``train.py`` does (schedule options are checked there, before any work)."""
+    opt = {"name": "t", "datasets": {"train": {"mode": "SDSD", "dataroot_GT": "gt", "dataroot_LQ": "lq"}},
+           "train": {"niter": 10, **train}}
+    return options.validate(opt, source="t.yml", is_train=True)
+
+
 def test_bad_schedule_options_name_the_key():
-    opt = adam()
-    with pytest.raises(UserError, match="train.lr_scheme"):
-        build_scheduler(opt, {"lr_scheme": "StepLR"})
-    with pytest.raises(UserError, match="train.T_period"):
-        build_scheduler(opt, {"lr_scheme": "CosineAnnealingLR_Restart", "T_period": [5], "restarts": [5]})
-    with pytest.raises(UserError, match="train.restart_weights"):
-        build_scheduler(opt, {"lr_scheme": "MultiStepLR_Restart", "restarts": [5], "restart_weights": [1, 1]})
+    with pytest.raises(UserError, match="t.yml: train.lr_scheme is 'StepLR'; allowed: CosineAnnealingLR_Restart"):
+        _load_train({"lr_scheme": "StepLR"})
+    with pytest.raises(UserError, match=r"train.T_period is \[5\] but 1 train.restarts need 2 periods"):
+        _load_train({"lr_scheme": "CosineAnnealingLR_Restart", "T_period": [5], "restarts": [5]})
+    with pytest.raises(UserError, match="train.T_period is null but 0 train.restarts need 1 periods"):
+        _load_train({"lr_scheme": "CosineAnnealingLR_Restart"})
+    with pytest.raises(UserError, match=r"train.T_period is \[5, 0\]; allowed: a list of integers >= 1"):
+        _load_train({"lr_scheme": "CosineAnnealingLR_Restart", "T_period": [5, 0], "restarts": [5]})
+    with pytest.raises(UserError, match="train.restart_weights has 2 entries for 1 train.restarts"):
+        _load_train({"lr_scheme": "MultiStepLR_Restart", "restarts": [5], "restart_weights": [1, 1]})
+    # What the options accept, the builder takes as is.
+    train = _load_train({"lr_scheme": "MultiStepLR_Restart", "restarts": [5], "restart_weights": [1]})["train"]
+    assert isinstance(build_scheduler(adam(), train), MultiStepLRRestart)

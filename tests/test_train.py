@@ -161,19 +161,21 @@ def test_nan_loss_stops_or_skips(tmp_path):
     ("datasets.train.GT_size=64", "GT_size 64 is larger than frame"),
     ("datasets.train.GT_size=40", "GT_size 40 must be a multiple of 16"),
     ("network_G.w_TSA=false", "train.ft_tsa_only=2 needs network_G.w_TSA: true"),
-    ("train.lr_scheme=Cosine", "train.lr_scheme 'Cosine' is unknown"),
-    ("train.pixel_criterion=l2", "train.pixel_criterion 'l2' is unknown"),
-    ("train.amp=fp8", "train.amp 'fp8' is unknown"),
+    ("train.lr_scheme=Cosine", "train.lr_scheme is 'Cosine'; allowed: CosineAnnealingLR_Restart"),
+    ("train.pixel_criterion=l2", "train.pixel_criterion is 'l2'; allowed: cb"),
+    ("train.amp=fp8", "train.amp is 'fp8'; allowed: none, bf16, fp16"),
     ("train.restarts=[3, 5]", "train.restart_weights has 1 entries for 2 train.restarts"),
     ("path.resume_state=nowhere.state", "path.resume_state: file not found"),
 ])
-def test_bad_options_fail_before_work(tmp_path, override, message):
+def test_bad_options_fail_before_work(tmp_path, monkeypatch, override, message):
     opt = make_options(tmp_path)
     if "batch_size=3" in override:
-        from sdsd.training.checks import check_train_options
-
+        # torchrun sets WORLD_SIZE before the options are loaded; the global batch must split among the processes.
+        monkeypatch.setenv("WORLD_SIZE", "2")
         with pytest.raises(UserError, match=message):
-            check_train_options(load(tmp_path, opt, [override]), world_size=2)
+            load(tmp_path, opt, [override])
+        with pytest.raises(UserError, match=message):
+            options.check_training(options.load(write_options(tmp_path, opt), [override]), world_size=2)
         return
     with pytest.raises(UserError, match=message):
         train(load(tmp_path, opt, [override]), progress=False)

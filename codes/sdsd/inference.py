@@ -30,7 +30,6 @@ frames.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -44,6 +43,7 @@ from torch import nn
 from sdsd.archs.fastconv import prepare_for_inference
 from sdsd.data.windows import index_generation
 from sdsd.errors import UserError
+from sdsd.utils import precision as precision_modes
 
 __all__ = [
     "ENSEMBLE_FLIPS",
@@ -72,14 +72,6 @@ MULTIPLE = 16  # the network downsamples by 16
 MIN_SIZE = 16
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def autocast_context(device: torch.device, precision: str):
-    """The autocast context of ``precision`` (``fp32`` = none) on ``device``."""
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 # -- backends -----------------------------------------------------------------------------------------------------
@@ -143,7 +135,7 @@ class TorchBackend(Backend):
         self.nframes, self.center = int(net.nframes), int(net.center)
 
     def _autocast(self):
-        return autocast_context(self.device, self.precision)
+        return precision_modes.autocast(self.device, self.precision)
 
     def features(self, frames):
         with self._autocast():

@@ -25,9 +25,12 @@ def build_network(network_opts: dict) -> nn.Module:
     """Build a network from a ``network_G`` option block.
 
     Accepts the published block (``which_model_G: denoise_illumination_enhance`` plus its keys) or a registry
-    ``type:`` key. Keys the network does not take are errors naming the key.
+    ``type:`` key. The legacy keys of the block (``predeblur``, ``HR_in``: see ``sdsd.options.schema.LEGACY``) are
+    dropped, so a published block builds unchanged. Other keys the network does not take are errors naming the key.
     """
-    opts = copy.deepcopy(dict(network_opts or {}))
+    from sdsd.options.schema import LEGACY
+
+    opts = {k: v for k, v in copy.deepcopy(dict(network_opts or {})).items() if k not in LEGACY["network_G"]}
     name = opts.pop("type", None)
     legacy = opts.pop("which_model_G", None)
     name = name or legacy or "denoise_illumination_enhance"

@@ -33,8 +33,6 @@ import functools
 import torch
 from torch import nn
 
-from sdsd.errors import UserError
-
 # Smallest in/out channel count converted, and smallest frame (H * W) run on NNPACK: below them oneDNN was as fast
 # or faster (measured on the 2-core AVX2 development machine, one thread: 8 frames of 32 channels at 12x12 ran
 # 1.4x slower on NNPACK, 32->256 channels at 24x24 1.35x faster).
@@ -138,21 +136,24 @@ def use_winograd(model: nn.Module, enabled: bool = True) -> int:
 
 #: ``conv_backend`` values: ``auto`` = ``winograd`` on a CPU with NNPACK, else ``channels_last`` on a CPU, and the
 #: plain layout on other devices; ``winograd`` = NCHW with the eligible convs on NNPACK; ``channels_last`` = oneDNN
-#: NHWC; ``nchw`` = plain PyTorch.
+#: NHWC (on CUDA too); ``nchw`` = plain PyTorch. The same for training and testing.
 CONV_BACKENDS = ("auto", "winograd", "channels_last", "nchw")
 
 
-def prepare_for_inference(net: nn.Module, device: torch.device | str, backend: str = "auto") -> str:
-    """Set ``net`` (in place) up for the fastest inference convolutions on ``device``; return the backend used.
+def apply_conv_backend(net: nn.Module, device: torch.device | str, backend: str = "auto") -> str:
+    """Set ``net`` (in place) up for the ``conv_backend`` option on ``device``; return the backend used.
 
     ``winograd`` asked for where NNPACK cannot run (no NNPACK, not a CPU) falls back to ``channels_last`` on a CPU
-    and ``nchw`` elsewhere. Results of every backend agree up to float rounding.
+    and ``nchw`` elsewhere. Results of every backend agree up to float rounding. ``backend`` is one of
+    :data:`CONV_BACKENDS` (the option schema checks it).
     """
-    if backend not in CONV_BACKENDS:
-        raise UserError(f"conv backend {backend!r} is not one of {', '.join(CONV_BACKENDS)}")
     cpu = torch.device(device).type == "cpu"
     if backend in ("auto", "winograd"):
         backend = "winograd" if cpu and nnpack_available() else "channels_last" if cpu else "nchw"
     use_winograd(net, backend == "winograd")
     net.to(memory_format=torch.channels_last if backend == "channels_last" else torch.contiguous_format)
     return backend
+
+
+#: The name the evaluation code and ``sdsd.enhance`` call it by.
+prepare_for_inference = apply_conv_backend

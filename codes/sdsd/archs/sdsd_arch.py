@@ -15,7 +15,11 @@ from torch import nn
 from dcn import ModulatedDeformConvPack
 from sdsd.archs.blocks import cat_pair, is_channels_last, lrelu, lrelu_, make_blocks, up2
 from sdsd.errors import UserError
+from sdsd.options import published_network
 from sdsd.registry import ARCH_REGISTRY
+
+# The published sizes, written once in the option schema.
+_PUBLISHED = published_network()
 
 
 def _conv(cin: int, cout: int, k: int = 3, s: int = 1) -> nn.Conv2d:
@@ -137,11 +141,13 @@ class DenoiseIlluminationEnhance(nn.Module):
     ``denoised = centre - noise``, ``illumination = min(max(ill_raw, centre), 1)``,
     ``enhanced = denoised / clamp(illumination, 1e-3, 1)`` (Retinex composition, SPEC §1).
 
+    The defaults are the published network (the option schema's ``network_G`` defaults). The option-file keys
+    ``predeblur`` and ``HR_in`` are legacy keys that :func:`sdsd.archs.build_network` drops.
+
     Args:
         nf: feature channels. nframes: frames per window. groups: deformable groups.
         front_RBs / back_RBs: residual blocks before alignment / in each reconstruction branch.
         center: reference frame index (default ``nframes // 2``).
-        predeblur, HR_in: accepted for option-file compatibility; they have no effect.
         w_TSA: TSA fusion (else a single 1x1 conv over the concatenated frames).
         illumination_bias: initial bias of ``conv_last`` (the illumination branch's output conv); ``None`` keeps
             PyTorch's default init, as published. It only matters when training from scratch: the composition
@@ -150,9 +156,10 @@ class DenoiseIlluminationEnhance(nn.Module):
             input's brightness (e.g. 0.5) starts it where every pixel gets a gradient.
     """
 
-    def __init__(self, nf: int = 64, nframes: int = 5, groups: int = 8, front_RBs: int = 5, back_RBs: int = 10,
-                 center: int | None = None, predeblur: bool = True, HR_in: bool = True, w_TSA: bool = True,
-                 illumination_bias: float | None = None):
+    def __init__(self, nf: int = _PUBLISHED["nf"], nframes: int = _PUBLISHED["nframes"],
+                 groups: int = _PUBLISHED["groups"], front_RBs: int = _PUBLISHED["front_RBs"],
+                 back_RBs: int = _PUBLISHED["back_RBs"], center: int | None = None,
+                 w_TSA: bool = _PUBLISHED["w_TSA"], illumination_bias: float | None = None):
         super().__init__()
         self.nf, self.nframes, self.groups = nf, nframes, groups
         self.center = nframes // 2 if center is None else center

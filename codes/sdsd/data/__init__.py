@@ -17,7 +17,6 @@ from sdsd.data import sdsd_dataset, smid_dataset  # noqa: F401  (registers the d
 from sdsd.data.frames import read_frame, to_tensor
 from sdsd.data.loader import build_dataloader
 from sdsd.data.windows import index_generation
-from sdsd.errors import UserError
 from sdsd.registry import DATASET_REGISTRY
 
 __all__ = ["build_dataset", "build_dataloader", "read_frame", "to_tensor", "index_generation"]
@@ -27,7 +26,8 @@ def build_dataset(dataset_opt: dict, phase: str):
     """Build the dataset named by ``dataset_opt['type']`` (or the published ``mode``) for ``phase``.
 
     Args:
-        dataset_opt: one ``datasets.<phase>`` block of the options.
+        dataset_opt: one ``datasets.<phase>`` block of the options, validated by :func:`sdsd.options.load` (which
+            also requires ``type`` or ``mode`` and checks every value); absent keys get their schema defaults.
         phase: the block's name (``train``, ``val``, ``test``...); names starting with ``train`` train,
             everything else evaluates.
 
@@ -35,12 +35,9 @@ def build_dataset(dataset_opt: dict, phase: str):
         The dataset instance.
 
     Raises:
-        UserError: neither ``type`` nor ``mode`` is set, the name is unknown, or the data is unusable.
+        UserError: the data is unusable (missing folders, scenes or frames), naming the path and the option.
     """
-    name = dataset_opt.get("type") or dataset_opt.get("mode")
-    if not name:
-        raise UserError(f"datasets.{phase} needs `type` (SDSD or SMID) or a published `mode`")
-    cls = DATASET_REGISTRY.get(name)
+    cls = DATASET_REGISTRY.get(dataset_opt.get("type") or dataset_opt.get("mode"))
     opt = dict(dataset_opt)
     opt["phase"] = phase
     return cls(opt)

@@ -1,7 +1,8 @@
 """DataLoaders for training and evaluation, single-process or under torchrun.
 
 Training: the published ``batch_size`` is the GLOBAL batch; each of ``world_size`` processes loads
-``batch_size // world_size`` samples per step (a batch size not divisible by the world size is refused).
+``batch_size // world_size`` samples per step (the options are validated first: :func:`sdsd.options.load` refuses
+a batch size not divisible by the world size).
 Samples are drawn by a :class:`~torch.utils.data.DistributedSampler` (also for one process, so the caller
 always calls ``sampler.set_epoch(epoch)`` at the start of each epoch), shuffled when ``use_shuffle``,
 incomplete batches are dropped, workers persist across epochs and host memory is pinned when training on
@@ -56,13 +57,9 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def _int_option(dataset_opt: dict, key: str, default: int, where: str, minimum: int) -> int:
-    value = dataset_opt.get(key, default)
-    if value is None:
-        value = default
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"{where}.{key} must be an integer >= {minimum} (got {value!r})")
-    return value
+def _option(dataset_opt: dict, key: str, default: int) -> int:
+    value = dataset_opt.get(key)
+    return default if value is None else value
 
 
 def build_dataloader(dataset, dataset_opt: dict, phase: str, *, rank: int = 0, world_size: int = 1, seed: int = 0,
@@ -71,7 +68,8 @@ def build_dataloader(dataset, dataset_opt: dict, phase: str, *, rank: int = 0, w
 
     Args:
         dataset: the dataset from :func:`sdsd.data.build_dataset`.
-        dataset_opt: the same ``datasets.<phase>`` block (batch_size, n_workers, use_shuffle, pin_memory).
+        dataset_opt: the same ``datasets.<phase>`` block (batch_size, n_workers, use_shuffle, pin_memory), validated
+            by :func:`sdsd.options.load` (with the training rules for a training block).
         phase: the block name; names starting with ``train`` train, others evaluate.
         rank: this process's rank.
         world_size: number of processes.
@@ -82,7 +80,7 @@ def build_dataloader(dataset, dataset_opt: dict, phase: str, *, rank: int = 0, w
         ``(loader, sampler)``; call ``sampler.set_epoch(epoch)`` before each training epoch.
 
     Raises:
-        UserError: bad batch size / worker count, or fewer samples than one global batch.
+        UserError: fewer samples than one global batch.
     """
     where = f"datasets.{phase}"
     if not 0 <= rank < world_size:
@@ -92,19 +90,14 @@ def build_dataloader(dataset, dataset_opt: dict, phase: str, *, rank: int = 0, w
 
     if phase_role(phase) != "train":
         sampler = ShardSampler(len(dataset), rank, world_size)
-        workers = _int_option(dataset_opt, "n_workers", 0, where, 0)
+        workers = _option(dataset_opt, "n_workers", 0)
         loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=workers, pin_memory=pin,
                             worker_init_fn=seed_worker if workers else None)
         return loader, sampler
 
-    batch = _int_option(dataset_opt, "batch_size", 32, where, 1)
-    if batch % world_size:
-        raise UserError(
-            f"{where}.batch_size {batch} is the global batch and must be divisible by the {world_size} processes; "
-            f"use a multiple of {world_size}"
-        )
+    batch = _option(dataset_opt, "batch_size", 32)
     per_process = batch // world_size
-    workers = _int_option(dataset_opt, "n_workers", 3, where, 0)
+    workers = _option(dataset_opt, "n_workers", 3)
     if len(dataset) < batch:
         raise UserError(
             f"{where}: the dataset has {len(dataset)} samples, fewer than one batch of {batch}; "

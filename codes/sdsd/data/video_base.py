@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from sdsd.data import lmdb_backend
 from sdsd.data.frames import decode_frame, npy_memmap, prepare_uint8, three_channels
-from sdsd.data.windows import check_window_options, index_generation
+from sdsd.data.windows import index_generation
 from sdsd.errors import UserError
 
 _LQ_SIBLINGS = {"input": "LQ", "LQ": "input"}
@@ -51,18 +51,15 @@ def phase_role(phase: str) -> str:
     return "test"
 
 
-def parse_scene_list(value, where: str) -> list[str] | None:
-    """Parse ``testing_dir`` (comma-separated string or list) into scene names; None when absent."""
+def parse_scene_list(value, where: str = "datasets") -> list[str] | None:
+    """Parse ``testing_dir`` (comma-separated string or list) into scene names; None when absent.
+
+    ``where`` is kept for callers that pass it; the option schema has checked the value's type.
+    """
     if value is None:
         return None
-    if isinstance(value, str):
-        items = value.split(",")
-    elif isinstance(value, (list, tuple)):
-        items = [str(v) for v in value]
-    else:
-        raise UserError(f"{where}.testing_dir must be a comma-separated string of scene names (got {value!r})")
-    names = [s.strip() for s in items if s.strip()]
-    return names
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return [s.strip() for s in items if s.strip()]
 
 
 class FrameCache:
@@ -110,7 +107,8 @@ class VideoPairDataset(Dataset):
 
     Args:
         opt: one ``datasets.<phase>`` block (published keys plus ``phase``, ``split``, ``test_frames``,
-            ``max_frames``, ``type``).
+            ``max_frames``, ``type``), as :func:`sdsd.options.load` validated it: values are trusted here (a key
+            that is absent gets its schema default); only what depends on the data itself is checked.
     """
 
     #: Upper bound of the per-process frame cache in bytes (``cache_data: true``).
@@ -126,13 +124,11 @@ class VideoPairDataset(Dataset):
         self.where = f"datasets.{self.phase}"
         self.N = self.opt.get("N_frames", 5)
         self.padding = self.opt.get("padding", "new_info")
-        check_window_options(self.N, self.padding, self.where)
-        self.train_size = self._check_train_size(self.opt.get("train_size"))
+        size = self.opt.get("train_size")
+        self.train_size = (int(size[0]), int(size[1])) if size else None
         self.split = self.opt.get("split") or "dynamic"
-        if self.split not in ("dynamic", "static"):
-            raise UserError(f"{self.where}.split is {self.split!r}; use dynamic or static")
-        self.test_frames = self._positive_or_none("test_frames", self.opt.get("test_frames", 30))
-        self.max_frames = self._positive_or_none("max_frames", self.opt.get("max_frames"))
+        self.test_frames = self.opt.get("test_frames", 30) or None  # 0 or null: every frame
+        self.max_frames = self.opt.get("max_frames") or None
         self.cache = FrameCache(self.cache_bytes if self.opt.get("cache_data", True) else 0)
 
         self.gt_root = self._resolve_root("dataroot_GT", swap=False)
@@ -179,41 +175,12 @@ class VideoPairDataset(Dataset):
 
         if self.role == "train":
             self.crop = self.opt.get("GT_size", 128)
-            if isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 1:
-                raise UserError(f"{self.where}.GT_size must be a positive integer (got {self.crop!r})")
-            if self.train_size is not None and self.crop > min(self.train_size):
-                raise UserError(
-                    f"{self.where}.GT_size {self.crop} is larger than the frames ({self.train_size[0]}x"
-                    f"{self.train_size[1]} from train_size); lower GT_size"
-                )
             self.use_flip = bool(self.opt.get("use_flip", True))
             self.use_rot = bool(self.opt.get("use_rot", True))
 
-    # ------------------------------------------------------------------ option helpers
-    def _check_train_size(self, value):
-        if value is None:
-            return None
-        ok = (
-            isinstance(value, (list, tuple))
-            and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-        )
-        if not ok:
-            raise UserError(f"{self.where}.train_size must be [W, H] with positive integers (got {value!r})")
-        return (int(value[0]), int(value[1]))
-
-    def _positive_or_none(self, key: str, value):
-        if value is None or value == 0:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UserError(f"{self.where}.{key} must be a positive integer or null (got {value!r})")
-        return value
-
+    # ------------------------------------------------------------------ paths
     def _resolve_root(self, key: str, swap: bool) -> str:
-        value = self.opt.get(key)
-        if not value:
-            raise UserError(f"option {self.where}.{key} is not set; point it at the dataset folder")
-        root = os.path.expanduser(os.fspath(value)).rstrip("/\\") or "/"
+        root = os.path.expanduser(os.fspath(self.opt[key])).rstrip("/\\") or "/"
         if os.path.isdir(root):
             return root
         if swap:

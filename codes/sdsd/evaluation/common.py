@@ -6,33 +6,21 @@ import argparse
 import sys
 
 from sdsd.errors import UserError
-from sdsd.metrics import CHANNELS
+from sdsd.options.schema import AVERAGES, PROTOCOL_KEYS
 
 __all__ = ["AVERAGES", "check_protocol", "progress_bar", "add_common_arguments", "check_common_arguments"]
 
-AVERAGES = ("scene", "frame")
-
 
 def check_protocol(opt: dict, self_ensemble: bool | None = None) -> dict:
-    """Validate the ``protocol`` section and return it as a plain dict (``self_ensemble`` overrides the file).
+    """The ``protocol`` section as a plain dict, with ``self_ensemble`` (the command-line flag) overriding the file.
 
-    Raises:
-        UserError: an unknown value, naming the option.
+    The values were checked when the options were loaded (:func:`sdsd.options.load`); absent keys get their
+    schema defaults (the published protocol).
     """
-    proto = dict(opt.get("protocol") or {})
-    out = {
-        "average": proto.get("average", "scene"),
-        "channel": proto.get("channel", "rgb"),
-        "gt_mean": proto.get("gt_mean", False),
-        "self_ensemble": proto.get("self_ensemble", False) if self_ensemble is None else self_ensemble,
-    }
-    if out["average"] not in AVERAGES:
-        raise UserError(f"protocol.average is {out['average']!r}; use scene (published) or frame")
-    if out["channel"] not in CHANNELS:
-        raise UserError(f"protocol.channel is {out['channel']!r}; use rgb (published) or y")
-    for key in ("gt_mean", "self_ensemble"):
-        if not isinstance(out[key], bool):
-            raise UserError(f"protocol.{key} must be true or false (got {out[key]!r})")
+    out = {key: option.default for key, option in PROTOCOL_KEYS.items()}
+    out.update(opt.get("protocol") or {})
+    if self_ensemble is not None:
+        out["self_ensemble"] = bool(self_ensemble)
     return out
 
 

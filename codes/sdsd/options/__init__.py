@@ -1,12 +1,17 @@
-"""Option files: load a YAML file, apply ``--set`` overrides, validate every key against the schema.
+"""Option files: load a YAML file, apply ``--set`` overrides, validate every key and value against the schema.
 
 Usage::
 
-    opt = sdsd.options.load("options/train/train_in_sdsd.yml", ["train.niter=10", "datasets.train.batch_size=4"])
+    opt = sdsd.options.load("options/train/train_in_sdsd.yml", ["train.niter=10", "datasets.train.batch_size=4"],
+                            is_train=True)
 
-Loading uses ``yaml.safe_load``. Every key must be in :mod:`sdsd.options.schema`; an unknown key is a
-:class:`~sdsd.errors.UserError` naming the file, the key and the closest valid key. Missing keys get their
-defaults, so the rest of the code can index the returned plain ``dict`` directly.
+Loading uses ``yaml.safe_load``. Every key must be in :mod:`sdsd.options.schema` (or its table of legacy keys);
+an unknown key is a :class:`~sdsd.errors.UserError` naming the file, the key and the closest valid key. Every
+value is checked by its schema entry, and the rules that relate keys (:mod:`sdsd.options.rules`) run before the
+options are returned, so a bad value fails before any work, as one line naming the file, the key, the value and
+what is allowed. Missing keys get their defaults, so the rest of the code can index the returned plain ``dict``
+directly and trusts its values. Legacy keys are accepted and dropped; ``train.channels_last: true`` becomes
+``conv_backend: channels_last``. The program keys ``is_train`` and ``dist`` are set on the returned dict.
 """
 
 from __future__ import annotations
@@ -19,9 +24,29 @@ import re
 import yaml
 
 from sdsd.errors import UserError
-from sdsd.options.schema import ANY, DATASET_KEYS, REQUIRED, SECTIONS, TOP_KEYS
+from sdsd.options.checks import REQUIRED, Invalid, Option, show
+from sdsd.options.rules import check_options, check_training
+from sdsd.options.schema import (
+    DATASET_KEYS,
+    LEGACY,
+    NETWORK_KEYS,
+    PUBLISHED_MODEL,
+    SECTIONS,
+    TOP_KEYS,
+)
 
-__all__ = ["load", "parse_set", "validate", "apply_overrides", "markdown_reference", "update_readme"]
+__all__ = ["load", "parse_set", "validate", "apply_overrides", "check_training", "published_network",
+           "read_yaml", "markdown_reference", "update_readme"]
+
+
+def published_network() -> dict:
+    """The ``network_G`` block of the published option files (``which_model_G`` and the published sizes).
+
+    The values are the schema's ``network_G`` defaults, the one place they are written.
+    """
+    block = {"which_model_G": PUBLISHED_MODEL}
+    block.update({key: copy.deepcopy(o.default) for key, o in NETWORK_KEYS.items() if o.default is not None})
+    return block
 
 
 def _closest(key: str, valid) -> str:
@@ -66,88 +91,107 @@ def apply_overrides(opt: dict, overrides: list[str] | None) -> dict:
     return opt
 
 
-def _coerce(value, default, where: str):
-    """Bring YAML values to the default's type where that is lossless (``!!float 5e3`` -> 5000)."""
-    if value is None or default is None or default is REQUIRED:
+def _value(option: Option, value, where: str, source: str):
+    """``value`` checked by its schema entry; a value outside what is allowed is one line naming key and value."""
+    if value is None and option.default is None:
+        return None
+    if option.check is None:
         return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise UserError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if isinstance(value, str) and isinstance(default, (int, float)):
-        # PyYAML reads 1e-4 (no dot) as a string; accept it as the number the user meant.
-        try:
-            value = float(value)
-        except ValueError:
-            raise UserError(f"{where}: expected a number, got {value!r}") from None
-    if isinstance(default, int) and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(default, (int, float)) and not isinstance(value, (int, float)) or isinstance(value, bool):
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            raise UserError(f"{where}: expected a number, got {value!r}")
-    return value
+    try:
+        return option.check(value)
+    except Invalid:
+        raise UserError(f"{source}: {where} is {show(value)}; allowed: {option.check.allowed}") from None
 
 
-def _check_block(block, keys: dict, where: str, source: str, fill: bool) -> dict:
+def _check_block(block, keys: dict, legacy: dict, where: str, source: str, fill: bool) -> dict:
+    """Check one section: unknown keys, each value, legacy keys (checked, then dropped), defaults."""
     if block is None:
         block = {}
     if not isinstance(block, dict):
         raise UserError(f"{source}: {where} must be a mapping, got {type(block).__name__}")
     for key in block:
-        if key not in keys:
+        if key not in keys and key not in legacy:
             raise UserError(f"{source}: unknown option {where}.{key}{_closest(key, keys)}")
     out = {}
-    for key, (default, _help) in keys.items():
+    for key, option in keys.items():
         if key in block:
-            out[key] = _coerce(block[key], default, f"{source}: {where}.{key}")
-        elif default is REQUIRED:
-            if fill:
-                raise UserError(f"{source}: missing required option {where}.{key}")
-        elif fill:
-            out[key] = copy.deepcopy(default)
-    return out
+            out[key] = _value(option, block[key], f"{where}.{key}", source)
+    for key, option in legacy.items():
+        if key in block:
+            _value(option, block[key], f"{where}.{key}", source)
+    # Missing keys after the given values, so a bad value is reported as such even where a required key is missing.
+    for key, option in keys.items():
+        if key in block or not fill:
+            continue
+        if option.default is REQUIRED:
+            raise UserError(f"{source}: missing required option {where}.{key}")
+        out[key] = copy.deepcopy(option.default)
+    return {key: out[key] for key in keys if key in out}
 
 
-def validate(opt: dict, source: str = "<options>") -> dict:
-    """Validate a raw option dict and fill defaults. Returns a new dict.
+def _conv_backend(raw: dict, top: dict, source: str) -> None:
+    """Map the legacy ``train.channels_last`` onto ``conv_backend`` (the one memory-format switch)."""
+    train = raw.get("train")
+    if not isinstance(train, dict) or train.get("channels_last") is None:
+        return
+    wants = train["channels_last"]
+    if "conv_backend" in raw and (top["conv_backend"] == "channels_last") != wants:
+        raise UserError(f"{source}: train.channels_last is {show(wants)} but conv_backend is "
+                        f"{show(top['conv_backend'])}; train.channels_last is the old name of conv_backend: "
+                        "channels_last, keep only conv_backend")
+    if wants:
+        top["conv_backend"] = "channels_last"
+
+
+def validate(opt: dict, source: str = "<options>", is_train: bool = False, world_size: int | None = None) -> dict:
+    """Validate a raw option dict, fill defaults and run the rules. Returns a new dict.
+
+    Args:
+        opt: the raw options (a YAML file's mapping, with overrides applied).
+        source: the file name, for messages.
+        is_train: also run the training rules (:func:`sdsd.options.rules.check_training`), fill the ``train``
+            section even when the file has none, and set ``opt['is_train']``.
+        world_size: processes that will train (default: ``WORLD_SIZE`` from torchrun, else 1).
 
     Raises:
-        UserError: unknown key (with the closest valid one), wrong type, missing required key.
+        UserError: unknown key (with the closest valid one), a value outside what its key allows (naming the file,
+            key, value and what is allowed), a missing required key, or options that contradict each other.
     """
     if not isinstance(opt, dict):
         raise UserError(f"{source}: an option file must be a YAML mapping of keys to values")
-    top = {}
+    legacy_top = LEGACY[""]
     for key in opt:
-        if key not in TOP_KEYS:
+        if key not in TOP_KEYS and key not in legacy_top:
             raise UserError(f"{source}: unknown option {key}{_closest(key, TOP_KEYS)}")
-    for key, (default, _help) in TOP_KEYS.items():
+    top = {}
+    for key, option in TOP_KEYS.items():
         if key == "datasets" or key in SECTIONS:
             continue
         if key in opt:
-            top[key] = _coerce(opt[key], default, f"{source}: {key}")
-        elif default is REQUIRED:
+            top[key] = _value(option, opt[key], key, source)
+        elif option.default is REQUIRED:
             raise UserError(f"{source}: missing required option {key}")
         else:
-            top[key] = copy.deepcopy(default)
+            top[key] = copy.deepcopy(option.default)
+    for key, option in legacy_top.items():
+        if key in opt:
+            _value(option, opt[key], key, source)
     datasets = opt.get("datasets") or {}
     if not isinstance(datasets, dict):
         raise UserError(f"{source}: datasets must be a mapping of phase names (train, val, test) to dataset blocks")
     top["datasets"] = {}
     for phase, block in datasets.items():
-        checked = _check_block(block, DATASET_KEYS, f"datasets.{phase}", source, fill=True)
+        checked = _check_block(block, DATASET_KEYS, LEGACY["datasets"], f"datasets.{phase}", source, fill=True)
         checked["phase"] = str(phase).split("_")[0]
         top["datasets"][phase] = checked
+    if is_train and not opt.get("train"):
+        raise UserError(f"{source}: the option file has no `train` section; train.py needs train.niter, "
+                        "train.lr_G, ... (see options/train/)")
     for section, keys in SECTIONS.items():
-        # The train section is only filled (and its required keys enforced) when the file has one.
-        fill = section != "train" or "train" in opt
-        if keys is ANY:
-            top[section] = opt.get(section) or {}
-            continue
-        top[section] = _check_block(opt.get(section), keys, section, source, fill=fill)
-    if top["scale"] != 1:
-        raise UserError(f"{source}: scale must be 1 (SDSD-Net does not change resolution)")
+        # The train section is only filled (and its required keys enforced) when the file has one or trains.
+        fill = section != "train" or "train" in opt or is_train
+        top[section] = _check_block(opt.get(section), keys, LEGACY.get(section, {}), section, source, fill=fill)
+    _conv_backend(opt, top, source)
     paths = top["path"]
     root = paths.get("root") or "./"
     paths["root"] = root
@@ -155,6 +199,11 @@ def validate(opt: dict, source: str = "<options>") -> dict:
         paths["experiments_root"] = os.path.join(root, "experiments", top["name"])
     if not paths.get("results_root"):
         paths["results_root"] = os.path.join(root, "results", top["name"])
+    check_options(top, source)
+    if is_train:
+        check_training(top, world_size, source)
+    top["is_train"] = bool(is_train)
+    top["dist"] = False  # set by sdsd.training.train once torch.distributed is up
     return top
 
 
@@ -179,12 +228,13 @@ def read_yaml(path: str) -> dict:
 
 
 def load(path: str, overrides: list[str] | None = None, is_train: bool | None = None) -> dict:
-    """Load, override and validate an option file.
+    """Load, override and validate an option file: the one place every entry point checks its options.
 
     Args:
         path: the YAML file.
         overrides: ``a.b.c=value`` strings (the ``--set`` arguments), applied before validation.
-        is_train: stored as ``opt['is_train']`` when given.
+        is_train: the options are for training: the training rules run too (with ``WORLD_SIZE`` from torchrun as
+            the number of processes); stored as ``opt['is_train']``.
 
     Returns:
         The validated options as a plain dict with defaults filled in.
@@ -193,29 +243,45 @@ def load(path: str, overrides: list[str] | None = None, is_train: bool | None = 
     if not isinstance(raw, dict):
         raise UserError(f"{path}: an option file must be a YAML mapping of keys to values")
     apply_overrides(raw, overrides)
-    opt = validate(raw, source=path)
-    if is_train is not None:
-        opt["is_train"] = is_train
-    return opt
+    return validate(raw, source=path, is_train=bool(is_train))
+
+
+def _cell(text: str) -> str:
+    # Angle brackets (experiments/<name>) would be read as HTML tags by Markdown renderers, | ends a cell.
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
+def _shown(default) -> str:
+    if default is REQUIRED:
+        return "required"
+    return yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def markdown_reference() -> str:
     """Render the schema as Markdown tables (the README's options reference is generated from this)."""
 
     def table(title: str, keys: dict) -> list[str]:
-        lines = [f"#### `{title}`", "", "| key | default | meaning |", "| --- | --- | --- |"]
-        for key, (default, help_text) in keys.items():
-            shown = "required" if default is REQUIRED else yaml.safe_dump(default, default_flow_style=True).strip()
-            shown = shown.removesuffix("...").strip()
-            # Angle brackets (experiments/<name>) would be read as HTML tags by Markdown renderers.
-            help_text = help_text.replace("<", "&lt;").replace(">", "&gt;")
-            lines.append(f"| `{key}` | `{shown}` | {help_text} |")
+        lines = [f"#### `{title}`", "", "| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+        for key, option in keys.items():
+            allowed = option.check.allowed if option.check is not None else "anything"
+            lines.append(f"| `{key}` | `{_shown(option.default)}` | {_cell(allowed)} | {_cell(option.help)} |")
         return lines + [""]
 
     out = table("top level", TOP_KEYS) + table("datasets.<phase>", DATASET_KEYS)
     for section, keys in SECTIONS.items():
         out += table(section, keys)
-    return "\n".join(out)
+    out += ["#### legacy keys", "",
+            "Keys of the published (and older) option files that this implementation does not use: they are accepted "
+            "where shown, checked where a different value would ask for something it does not do, and dropped from "
+            "the loaded options. `is_train` and `dist` are set by the program.", "",
+            "| key | published | allowed | note |", "| --- | --- | --- | --- |"]
+    for section, keys in LEGACY.items():
+        prefix = "datasets.<phase>." if section == "datasets" else f"{section}." if section else ""
+        for key, option in keys.items():
+            allowed = option.check.allowed if option.check is not None else "anything"
+            out.append(f"| `{prefix + key}` | `{_shown(option.default)}` | {_cell(allowed)} | "
+                       f"{_cell(option.help)} |")
+    return "\n".join(out) + "\n"
 
 
 README_START, README_END = "<!-- options:start -->", "<!-- options:end -->"
@@ -246,10 +312,3 @@ def update_readme(path: str, check: bool = False) -> bool:
         atomic_write_text(head + README_START + fresh + README_END + tail, path)
     return False
 
-
-def published_network() -> dict:
-    """The ``network_G`` block of the published configurations (the schema's defaults)."""
-    from sdsd.options.schema import NETWORK_KEYS
-
-    block = {k: v[0] for k, v in NETWORK_KEYS.items() if v[0] is not None}
-    return {"which_model_G": "denoise_illumination_enhance", **block}

@@ -1,139 +1,191 @@
-"""The option schema: every key an option file may contain, with its default and meaning.
+"""The option schema: every key an option file may contain, with its default, its allowed values and its meaning.
 
 The published YAML files of the reference implementation use all the keys marked "published"; a file that
-uses a key not listed here is rejected with the closest valid name. The README's options reference is
-generated from this table (``python -m sdsd.options --markdown``), so the two cannot drift.
+uses a key not listed here (nor in :data:`LEGACY`) is rejected with the closest valid name, and a value outside
+what its entry allows is rejected naming the file, the key, the value and what is allowed. The README's options
+reference is generated from these tables (``python -m sdsd.options --markdown``), so the two cannot drift.
 
-Each entry is ``key: (default, help)``. ``REQUIRED`` marks keys without a default. Nested sections are dicts of
-entries; the ``datasets`` section holds one dataset block per phase name (``train``, ``val``, ``test``, ...).
+Each entry is an :class:`~sdsd.options.checks.Option` ``(default, help, check)``; ``REQUIRED`` marks keys
+without a default. Nested sections are dicts of entries; the ``datasets`` section holds one dataset block per
+phase name (``train``, ``val``, ``test``, ...). Rules that relate several keys live in
+:mod:`sdsd.options.rules`.
+
+The ``network_G`` defaults are the published network: :func:`sdsd.options.published_network` returns them, and
+the network constructor takes its defaults from here.
 """
 
 from __future__ import annotations
 
-REQUIRED = object()
-ANY = object()  # marks a section whose keys are not checked here (validated by the component that reads them)
+from sdsd.options.checks import (
+    REQUIRED,
+    Option,
+    boolean,
+    choice,
+    choice_from,
+    integer,
+    ints,
+    mapping,
+    number,
+    numbers,
+    positive_int,
+    registered,
+    scene_names,
+    size_pair,
+    text,
+)
+from sdsd.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, SCHEDULER_REGISTRY
+from sdsd.utils.precision import MODES as AMP_MODES
+
+__all__ = ["REQUIRED", "Option", "TOP_KEYS", "DATASET_KEYS", "NETWORK_KEYS", "PATH_KEYS", "TRAIN_KEYS",
+           "LOGGER_KEYS", "PROTOCOL_KEYS", "SECTIONS", "LEGACY", "PUBLISHED_MODEL", "AVERAGES", "NAN_POLICIES",
+           "SPLITS", "PROGRAM_KEYS"]
+
+#: ``protocol.average``: ``scene`` = mean of per-scene means (published), ``frame`` = mean over all frames.
+AVERAGES = ("scene", "frame")
+#: ``train.nan_policy`` values.
+NAN_POLICIES = ("stop", "skip")
+#: ``datasets.<phase>.split`` values.
+SPLITS = ("dynamic", "static")
+#: The network of the published option files (``network_G.which_model_G``).
+PUBLISHED_MODEL = "denoise_illumination_enhance"
+#: Keys the program sets on the loaded options (never read from a file).
+PROGRAM_KEYS = ("is_train", "dist")
+
+_dataset_name = registered(DATASET_REGISTRY, "sdsd.data", null=True)
 
 DATASET_KEYS = {
-    "name": ("dataset", "Free-form label used in logs (published)."),
-    "mode": (None, "Dataset kind (published names: video_samesize, video_samesize1, video_samesize_smid, "
-             "video_samesize_smid1); maps onto the dataset registry."),
-    "type": (None, "Dataset registry name (SDSD or SMID); an alternative to `mode`."),
-    "dataroot_GT": (REQUIRED, "Folder (or .lmdb) of normal-light scene folders (published)."),
-    "dataroot_LQ": (REQUIRED, "Folder (or .lmdb) of low-light scene folders; `input` and `LQ` are both accepted "
-                    "(published)."),
-    "train_size": (None, "[W, H]: resize every frame to this size with cv2.resize (published: [960, 512])."),
-    "testing_dir": (None, "Comma-separated test scene names; training uses every other scene (published)."),
-    "split": ("dynamic", "dynamic (the paper's SDSD split) or static (the SNR-Aware/Retinexformer protocol, where "
-              "`<scene>_2` folders belong to `<scene>`)."),
-    "test_frames": (30, "Test/validation protocol: only the first this-many frames of each scene are used."),
-    "max_frames": (None, "Validate on at most this many frames per scene (a quick subset); null = all."),
-    "N_frames": (5, "Frames per input window (published)."),
-    "padding": ("new_info", "Window rule at clip ends: new_info, replicate, reflection or circle (published)."),
-    "interval_list": ([1], "Accepted for compatibility; only [1] is used (published)."),
-    "random_reverse": (False, "Accepted for compatibility; no effect (published)."),
-    "border_mode": (False, "Accepted for compatibility; no effect (published)."),
-    "cache_keys": (None, "Accepted for compatibility; no effect (published)."),
-    "cache_data": (True, "Cache decoded frames in memory (bounded) in each worker (published)."),
-    "use_shuffle": (True, "Shuffle training samples (published)."),
-    "n_workers": (3, "DataLoader worker processes per process (published)."),
-    "batch_size": (32, "GLOBAL batch size, divided among torchrun processes (published)."),
-    "GT_size": (128, "Training crop size, same location in all frames and the GT (published)."),
-    "LQ_size": (128, "Accepted for compatibility; equals GT_size at scale 1 (published)."),
-    "use_flip": (True, "Random horizontal flip, p=0.5 (published)."),
-    "use_rot": (True, "Random vertical flip, p=0.5 (the published name; there is no transpose) (published)."),
-    "color": ("RGB", "Accepted for compatibility; frames are always RGB (published)."),
-    "pin_memory": (None, "Pin host memory for CUDA transfers; null = on when training on CUDA."),
+    "name": Option("dataset", "Free-form label used in logs (published).", text("a name")),
+    "mode": Option(None, "Dataset kind (published names: video_samesize, video_samesize1, video_samesize_smid, "
+                   "video_samesize_smid1); maps onto the dataset registry.", _dataset_name),
+    "type": Option(None, "Dataset registry name (SDSD or SMID); an alternative to `mode`.", _dataset_name),
+    "dataroot_GT": Option(REQUIRED, "Folder (or .lmdb) of normal-light scene folders (published).", text("a path")),
+    "dataroot_LQ": Option(REQUIRED, "Folder (or .lmdb) of low-light scene folders; `input` and `LQ` are both "
+                          "accepted (published).", text("a path")),
+    "train_size": Option(None, "[W, H]: resize every frame to this size with cv2.resize (published: [960, 512]).",
+                         size_pair()),
+    "testing_dir": Option(None, "Comma-separated test scene names; training uses every other scene (published).",
+                          scene_names()),
+    "split": Option("dynamic", "dynamic (the paper's SDSD split) or static (the SNR-Aware/Retinexformer protocol, "
+                    "where `<scene>_2` folders belong to `<scene>`).", choice(*SPLITS)),
+    "test_frames": Option(30, "Test/validation protocol: only the first this-many frames of each scene are used; "
+                          "0 or null = all.", integer(minimum=0, null=True)),
+    "max_frames": Option(None, "Validate on at most this many frames per scene (a quick subset); 0 or null = all.",
+                         integer(minimum=0)),
+    "N_frames": Option(5, "Frames per input window; equals network_G.nframes (published).",
+                       integer(minimum=1, odd=True)),
+    "padding": Option("new_info", "Window rule at clip ends (published: new_info).",
+                      choice_from("sdsd.data.windows:PADDINGS")),
+    "cache_data": Option(True, "Cache decoded frames in memory (bounded) in each worker (published).", boolean()),
+    "use_shuffle": Option(True, "Shuffle training samples (published).", boolean()),
+    "n_workers": Option(3, "DataLoader worker processes per process (published).", integer(minimum=0)),
+    "batch_size": Option(32, "GLOBAL batch size, divided among torchrun processes (published).", positive_int()),
+    "GT_size": Option(128, "Training crop size, same location in all frames and the GT; a multiple of 16 no larger "
+                      "than train_size (published).", positive_int()),
+    "use_flip": Option(True, "Random horizontal flip, p=0.5 (published).", boolean()),
+    "use_rot": Option(True, "Random vertical flip, p=0.5 (the published name; there is no transpose) (published).",
+                      boolean()),
+    "pin_memory": Option(None, "Pin host memory for CUDA transfers; null = on when training on CUDA.", boolean()),
 }
 
 NETWORK_KEYS = {
-    "which_model_G": (None, "Network name (published: denoise_illumination_enhance)."),
-    "type": (None, "Network registry name; an alternative to which_model_G."),
-    "nf": (64, "Feature channels (published)."),
-    "nframes": (5, "Frames per window (published)."),
-    "groups": (8, "Deformable groups in PCD alignment (published)."),
-    "front_RBs": (5, "Residual blocks in feature extraction (published)."),
-    "back_RBs": (10, "Residual blocks in each reconstruction branch (published)."),
-    "center": (None, "Index of the reference frame; null = nframes // 2."),
-    "predeblur": (True, "Accepted for compatibility; no effect (published)."),
-    "HR_in": (True, "Accepted for compatibility; no effect (published)."),
-    "w_TSA": (True, "Use TSA fusion; false = a single 1x1 fusion conv (published)."),
-    "illumination_bias": (None, "Initial bias of conv_last (illumination output) when training from scratch; null "
-                          "= PyTorch default (published). 0.5 keeps the branch from starting dead (no gradient "
-                          "flows where its output is below the input)."),
+    "which_model_G": Option(None, f"Network name (published: {PUBLISHED_MODEL}).",
+                            registered(ARCH_REGISTRY, "sdsd.archs")),
+    "type": Option(None, "Network registry name; an alternative to which_model_G.",
+                   registered(ARCH_REGISTRY, "sdsd.archs")),
+    "nf": Option(64, "Feature channels; a multiple of groups (published).", positive_int()),
+    "nframes": Option(5, "Frames per window (published).", positive_int()),
+    "groups": Option(8, "Deformable groups in PCD alignment (published).", positive_int()),
+    "front_RBs": Option(5, "Residual blocks in feature extraction (published).", integer(minimum=0)),
+    "back_RBs": Option(10, "Residual blocks in each reconstruction branch (published).", integer(minimum=0)),
+    "center": Option(None, "Index of the reference frame, below nframes; null = nframes // 2.", integer(minimum=0)),
+    "w_TSA": Option(True, "Use TSA fusion; false = a single 1x1 fusion conv (published).", boolean()),
+    "illumination_bias": Option(None, "Initial bias of conv_last (illumination output) when training from scratch; "
+                                "null = PyTorch default (published). 0.5 keeps the branch from starting dead (no "
+                                "gradient flows where its output is below the input).", number()),
 }
 
 PATH_KEYS = {
-    "root": ("./", "Folder under which experiments/, results/ and tb_logger/ are created (published)."),
-    "pretrain_model_G": (None, "Checkpoint to start from (training) or to evaluate (testing) (published)."),
-    "strict_load": (True, "Require every checkpoint key to match when loading pretrain_model_G (published)."),
-    "resume_state": (None, "training_state/<iter>.state to resume from (published)."),
-    "experiments_root": (None, "Derived: <root>/experiments/<name>. May be set explicitly."),
-    "results_root": (None, "Derived: <root>/results/<name>. May be set explicitly."),
+    "root": Option("./", "Folder under which experiments/, results/ and tb_logger/ are created (published).",
+                   text("a path")),
+    "pretrain_model_G": Option(None, "Checkpoint to start from (training) or to evaluate (testing) (published).",
+                               text("a path")),
+    "strict_load": Option(True, "Require every checkpoint key to match when loading pretrain_model_G (published).",
+                          boolean()),
+    "resume_state": Option(None, "training_state/<iter>.state to resume from (published).", text("a path")),
+    "experiments_root": Option(None, "Derived: <root>/experiments/<name>. May be set explicitly.", text("a path")),
+    "results_root": Option(None, "Derived: <root>/results/<name>. May be set explicitly.", text("a path")),
 }
 
 TRAIN_KEYS = {
-    "lr_G": (4e-4, "Initial learning rate of Adam (published)."),
-    "lr_scheme": ("CosineAnnealingLR_Restart", "CosineAnnealingLR_Restart or MultiStepLR_Restart (published)."),
-    "beta1": (0.9, "Adam beta1 (published)."),
-    "beta2": (0.99, "Adam beta2 (published)."),
-    "weight_decay_G": (0.0, "Adam weight decay."),
-    "niter": (REQUIRED, "Total training iterations (published)."),
-    "ft_tsa_only": (0, "For iterations below this, only tsa_fusion parameters learn (published)."),
-    "warmup_iter": (-1, "Linear warm-up iterations; -1 = none (published)."),
-    "T_period": (None, "Cosine periods, one per restart segment (published)."),
-    "restarts": (None, "Iterations after which the lr restarts (published)."),
-    "restart_weights": (None, "lr multipliers at each restart (published)."),
-    "eta_min": (1e-7, "Cosine floor (published)."),
-    "lr_steps": (None, "MultiStepLR_Restart milestones."),
-    "lr_gamma": (0.5, "MultiStepLR_Restart decay factor."),
-    "clear_state": (None, "MultiStepLR_Restart: clear Adam state at restarts."),
-    "pixel_criterion": ("cb", "cb (Charbonnier, summed) or l1 (summed) (published)."),
-    "pixel_weight": (1.0, "Weight of every pixel loss term (published)."),
-    "illumination_weight": (0.5, "Factor of the illumination term l_ill in the total loss (published: 0.5)."),
-    "noise_weight": (1.0, "Factor of the self-supervised noise term l_noise in the total loss (published: 1)."),
-    "val_freq": (5000, "Validate every this many iterations (published)."),
-    "val_max_frames": (None, "Validate on at most this many frames per scene during training; null = all."),
-    "manual_seed": (None, "Random seed; null picks one and logs it (published)."),
-    "amp": ("none", "Mixed precision: none, bf16 or fp16 (fp16 uses a GradScaler)."),
-    "channels_last": (False, "Run convolutions in channels_last memory format."),
-    "compile": (False, "Wrap the network in torch.compile."),
-    "nan_policy": ("stop", "On a non-finite loss: stop (error naming the iteration) or skip (drop the batch)."),
-    "keep_last": (None, "Keep only the newest this-many checkpoints (models and states); null = keep all."),
-    "grad_clip": (None, "Clip the gradient norm to this value; null = no clipping."),
+    "lr_G": Option(4e-4, "Initial learning rate of Adam (published).", number(minimum=0)),
+    "lr_scheme": Option("CosineAnnealingLR_Restart", "Learning-rate schedule (published: CosineAnnealingLR_Restart).",
+                        registered(SCHEDULER_REGISTRY, "sdsd.training.schedulers")),
+    "beta1": Option(0.9, "Adam beta1 (published).", number(minimum=0, below=1)),
+    "beta2": Option(0.99, "Adam beta2 (published).", number(minimum=0, below=1)),
+    "weight_decay_G": Option(0.0, "Adam weight decay.", number(minimum=0)),
+    "niter": Option(REQUIRED, "Total training iterations (published).", positive_int()),
+    "ft_tsa_only": Option(0, "For iterations below this, only tsa_fusion parameters learn; needs network_G.w_TSA "
+                          "(published).", integer(minimum=0)),
+    "warmup_iter": Option(-1, "Linear warm-up iterations; -1 = none (published).", integer(minimum=-1)),
+    "T_period": Option(None, "Cosine periods, one per restart segment; required by CosineAnnealingLR_Restart "
+                       "(published).", ints(minimum=1)),
+    "restarts": Option(None, "Iterations after which the lr restarts (published).", ints(minimum=0)),
+    "restart_weights": Option(None, "lr multipliers, one per restart (published).", numbers(minimum=0)),
+    "eta_min": Option(1e-7, "Cosine floor (published).", number(minimum=0)),
+    "lr_steps": Option(None, "MultiStepLR_Restart milestones.", ints(minimum=0)),
+    "lr_gamma": Option(0.5, "MultiStepLR_Restart decay factor.", number(above=0)),
+    "clear_state": Option(None, "MultiStepLR_Restart: clear Adam state at restarts.", boolean()),
+    "pixel_criterion": Option("cb", "cb (Charbonnier, summed) or l1 (summed) (published).",
+                              registered(LOSS_REGISTRY, "sdsd.losses")),
+    "pixel_weight": Option(1.0, "Weight of every pixel loss term (published).", number(minimum=0)),
+    "illumination_weight": Option(0.5, "Factor of the illumination term l_ill in the total loss (published: 0.5).",
+                                  number(minimum=0)),
+    "noise_weight": Option(1.0, "Factor of the self-supervised noise term l_noise in the total loss (published: 1).",
+                           number(minimum=0)),
+    "val_freq": Option(5000, "Validate every this many iterations (published).", positive_int()),
+    "val_max_frames": Option(None, "Validate on at most this many frames per scene during training; null = all.",
+                             positive_int()),
+    "manual_seed": Option(None, "Random seed; null picks one and logs it (published).", integer()),
+    "amp": Option("none", "Mixed precision (fp16 uses a GradScaler).", choice(*AMP_MODES)),
+    "compile": Option(False, "Wrap the network in torch.compile.", boolean()),
+    "nan_policy": Option("stop", "On a non-finite loss: stop (error naming the iteration) or skip (drop the batch).",
+                         choice(*NAN_POLICIES)),
+    "keep_last": Option(None, "Keep only the newest this-many checkpoints (models and states); null = keep all.",
+                        positive_int()),
+    "grad_clip": Option(None, "Clip the gradient norm to this value; null = no clipping.", number(above=0)),
 }
 
 LOGGER_KEYS = {
-    "print_freq": (100, "Log losses every this many iterations (published)."),
-    "save_checkpoint_freq": (5000, "Save weights and training state every this many iterations (published)."),
+    "print_freq": Option(100, "Log losses every this many iterations (published).", positive_int()),
+    "save_checkpoint_freq": Option(5000, "Save weights and training state every this many iterations (published).",
+                                   positive_int()),
 }
 
 PROTOCOL_KEYS = {
-    "average": ("scene", "scene: mean of per-scene means (published); frame: mean over all frames."),
-    "channel": ("rgb", "rgb (published) or y (BT.601 luma) for PSNR/SSIM."),
-    "gt_mean": (False, "Scale each output so its mean matches the GT mean before scoring (used by some papers)."),
-    "self_ensemble": (False, "Average the outputs over flips (x4 cost)."),
+    "average": Option("scene", "scene: mean of per-scene means (published); frame: mean over all frames.",
+                      choice(*AVERAGES)),
+    "channel": Option("rgb", "rgb (published) or y (BT.601 luma) for PSNR/SSIM.", choice_from("sdsd.metrics:CHANNELS")),
+    "gt_mean": Option(False, "Scale each output so its mean matches the GT mean before scoring (used by some papers).",
+                      boolean()),
+    "self_ensemble": Option(False, "Average the outputs over flips (x4 cost).", boolean()),
 }
 
 TOP_KEYS = {
-    "name": (REQUIRED, "Experiment name: experiments/<name>/, results/<name>/ (published)."),
-    "use_tb_logger": (True, "Write TensorBoard events to tb_logger/<name> (published)."),
-    "model": ("video_base", "Accepted for compatibility; the only model (published)."),
-    "distortion": ("sr", "Accepted for compatibility; no effect (published)."),
-    "scale": (1, "Accepted for compatibility; must be 1 (published)."),
-    "gpu_ids": ([0], "GPUs to use; with no CUDA the run falls back to the CPU with one warning (published)."),
-    "suffix": (None, "Accepted for compatibility; no effect (published)."),
-    "crop_border": (None, "Accepted for compatibility; the published metrics crop no border (published)."),
-    "is_train": (None, "Set by the program: true for train.py."),
-    "datasets": ({}, "One dataset block per phase (train, val, test, ...); see the dataset keys."),
-    "network_G": ({}, "The network block; see the network keys."),
-    "path": ({}, "Paths; see the path keys."),
-    "train": ({}, "Training settings; see the train keys."),
-    "logger": ({}, "Logging settings; see the logger keys."),
-    "protocol": ({}, "Evaluation protocol; see the protocol keys."),
-    "conv_backend": ("auto", "CPU convolutions: auto, winograd (NNPACK), channels_last or nchw; all agree up to float "
-                     "rounding (sdsd.archs.fastconv). auto = winograd where NNPACK runs (training too, unless "
-                     "train.channels_last), else channels_last for testing."),
-    "dist": (False, "Set by the program: whether torch.distributed is initialised."),
+    "name": Option(REQUIRED, "Experiment name: experiments/<name>/, results/<name>/ (published).", text("a name")),
+    "use_tb_logger": Option(True, "Write TensorBoard events to tb_logger/<name> (published).", boolean()),
+    "gpu_ids": Option([0], "GPUs to use; with no CUDA the run falls back to the CPU with one warning (published).",
+                      ints(minimum=0)),
+    "conv_backend": Option("auto", "Convolution backend and memory format, for training and testing alike: "
+                           "winograd = NNPACK Winograd kernels on the CPU (NCHW), channels_last = NHWC, nchw = plain "
+                           "PyTorch; auto = winograd on a CPU with NNPACK, else channels_last on a CPU and nchw on "
+                           "other devices. All agree up to float rounding (sdsd.archs.fastconv).",
+                           choice_from("sdsd.archs.fastconv:CONV_BACKENDS")),
+    "datasets": Option({}, "One dataset block per phase (train, val, test, ...); see the dataset keys.", mapping),
+    "network_G": Option({}, "The network block; see the network keys.", mapping),
+    "path": Option({}, "Paths; see the path keys.", mapping),
+    "train": Option({}, "Training settings; see the train keys.", mapping),
+    "logger": Option({}, "Logging settings; see the logger keys.", mapping),
+    "protocol": Option({}, "Evaluation protocol; see the protocol keys.", mapping),
 }
 
 SECTIONS = {
@@ -142,4 +194,38 @@ SECTIONS = {
     "train": TRAIN_KEYS,
     "logger": LOGGER_KEYS,
     "protocol": PROTOCOL_KEYS,
+}
+
+_ignored = "Accepted for compatibility; ignored"
+
+#: Legacy keys: accepted where published (or older) option files put them, checked where a value other than the
+#: published one would ask for something this implementation does not do, and then dropped from the loaded options
+#: (no component receives them). Keyed by section: ``""`` is the top level, ``"datasets"`` every dataset block.
+LEGACY = {
+    "": {
+        "model": Option("video_base", f"{_ignored} (published: video_base, the only model)."),
+        "distortion": Option("sr", f"{_ignored} (published: sr)."),
+        "scale": Option(1, "Accepted for compatibility; must be 1: SDSD-Net does not change resolution (published).",
+                        choice(1)),
+        "suffix": Option(None, f"{_ignored} (published)."),
+        "crop_border": Option(None, f"{_ignored}; the published metrics crop no border (published)."),
+        "is_train": Option(None, f"{_ignored}: the program sets it (true for train.py)."),
+        "dist": Option(None, f"{_ignored}: the program sets it (whether torch.distributed is initialised)."),
+    },
+    "datasets": {
+        "interval_list": Option([1], f"{_ignored}; consecutive frames are always used (published: [1])."),
+        "random_reverse": Option(False, f"{_ignored} (published: false)."),
+        "border_mode": Option(False, f"{_ignored} (published: false)."),
+        "cache_keys": Option(None, f"{_ignored} (published)."),
+        "LQ_size": Option(128, f"{_ignored}; equals GT_size at scale 1 (published)."),
+        "color": Option("RGB", f"{_ignored}; frames are always RGB (published)."),
+    },
+    "network_G": {
+        "predeblur": Option(True, f"{_ignored}; not passed to the network (published)."),
+        "HR_in": Option(True, f"{_ignored}; not passed to the network (published)."),
+    },
+    "train": {
+        "channels_last": Option(False, "Old name of `conv_backend: channels_last`: true sets it (an explicit "
+                                "conv_backend that says otherwise is an error).", boolean()),
+    },
 }

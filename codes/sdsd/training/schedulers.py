@@ -16,7 +16,6 @@ from collections import defaultdict
 
 import torch
 
-from sdsd.errors import UserError
 from sdsd.registry import SCHEDULER_REGISTRY
 
 
@@ -26,16 +25,13 @@ class RestartScheduler:
     Args:
         optimizer: the optimiser whose param groups are driven.
         restarts: schedule positions at which the lr jumps back to ``initial_lr * weight``.
-        restart_weights: one weight per restart (default 1).
+        restart_weights: one weight per restart (default 1; the option schema checks the count).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, restarts=None, restart_weights=None):
         self.optimizer = optimizer
         self.restarts = [int(r) for r in (restarts or [])]
         weights = list(restart_weights) if restart_weights else [1.0] * len(self.restarts)
-        if len(weights) != len(self.restarts):
-            raise UserError(f"train.restart_weights has {len(weights)} entries but train.restarts has "
-                            f"{len(self.restarts)}; give one weight per restart")
         self.restart_weights = [float(w) for w in weights]
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
@@ -109,18 +105,14 @@ class CosineAnnealingLRRestart(RestartScheduler):
     ``(base_lr - eta_min) * (1 - cos(pi / T)) / 2`` is added instead.
 
     Args:
-        T_period: one period per segment (segment 0 before the first restart, segment k after restart k).
+        T_period: one positive period per segment (segment 0 before the first restart, segment k after restart k;
+            the option schema checks the count).
         eta_min: the floor.
     """
 
     def __init__(self, optimizer, T_period, restarts=None, restart_weights=None, eta_min: float = 0.0):
         super().__init__(optimizer, restarts, restart_weights)
         self.T_period = [int(t) for t in T_period]
-        if len(self.T_period) < len(self.restarts) + 1:
-            raise UserError(f"train.T_period needs one period per segment: {len(self.restarts) + 1} for "
-                            f"{len(self.restarts)} restarts, got {len(self.T_period)}")
-        if any(t <= 0 for t in self.T_period):
-            raise UserError(f"train.T_period entries must be positive, got {self.T_period}")
         self.T_max = self.T_period[0]
         self.eta_min = float(eta_min)
         self.last_restart = 0
@@ -144,22 +136,16 @@ class CosineAnnealingLRRestart(RestartScheduler):
 def build_scheduler(optimizer: torch.optim.Optimizer, train_opt: dict) -> RestartScheduler:
     """Build the schedule named by ``train.lr_scheme`` from the ``train`` option block.
 
-    Raises:
-        UserError: unknown ``lr_scheme`` or options that contradict it (naming the key).
+    The block is trusted as :func:`sdsd.options.load` validated it: a registered ``lr_scheme``, one
+    ``restart_weights`` entry per restart, and for ``CosineAnnealingLR_Restart`` positive ``T_period`` entries, one
+    per segment.
     """
-    scheme = train_opt.get("lr_scheme") or "CosineAnnealingLR_Restart"
-    try:
-        cls = SCHEDULER_REGISTRY.get(scheme)
-    except UserError as exc:
-        raise UserError(f"train.lr_scheme: {exc}") from None
+    cls = SCHEDULER_REGISTRY.get(train_opt.get("lr_scheme") or "CosineAnnealingLR_Restart")
     restarts, weights = train_opt.get("restarts"), train_opt.get("restart_weights")
     if cls is MultiStepLRRestart:
         return cls(optimizer, train_opt.get("lr_steps") or [], restarts, weights,
                    gamma=train_opt.get("lr_gamma", 0.5), clear_state=bool(train_opt.get("clear_state")))
-    period = train_opt.get("T_period")
-    if not period:
-        raise UserError("train.T_period is required by lr_scheme CosineAnnealingLR_Restart (one period per segment)")
-    return cls(optimizer, period, restarts, weights, eta_min=train_opt.get("eta_min", 0.0))
+    return cls(optimizer, train_opt["T_period"], restarts, weights, eta_min=train_opt.get("eta_min", 0.0))
 
 
 def apply_warmup(optimizer: torch.optim.Optimizer, iteration: int, warmup_iter: int,

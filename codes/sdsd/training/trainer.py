@@ -9,7 +9,6 @@ engine (:mod:`sdsd.inference`) and scores it with :func:`sdsd.evaluation.quantit
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -24,11 +23,11 @@ import torch.distributed as dist
 from torch import nn
 
 from sdsd.archs import build_network, load_network, unwrap
-from sdsd.archs.fastconv import use_winograd
+from sdsd.archs.fastconv import apply_conv_backend
 from sdsd.errors import UserError
 from sdsd.losses import SDSDObjective, noisy_copy
+from sdsd.options import check_training
 from sdsd.training import checkpoint as ckpt
-from sdsd.training.checks import check_train_options
 from sdsd.training.log import (
     Progress,
     TensorBoardLogger,
@@ -39,11 +38,10 @@ from sdsd.training.log import (
 )
 from sdsd.training.optim import apply_ft_tsa_only, build_optimizer
 from sdsd.training.schedulers import apply_warmup, build_scheduler
+from sdsd.utils import precision
 from sdsd.utils.dist import DistInfo, all_gather_object, barrier, init_distributed
 
 logger = logging.getLogger("sdsd")
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(UserError):
@@ -74,9 +72,7 @@ class TrainState:
 
     def autocast(self):
         """The mixed-precision context of this run (a no-op with ``train.amp: none``)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return precision.autocast(self.device, self.opt["train"].get("amp"))
 
 
 # -- the steps of a run --------------------------------------------------------------------------------------------
@@ -169,15 +165,12 @@ def build_training(opt: dict, info: DistInfo, resuming: bool = False) -> TrainSt
     if pretrain and not resuming:
         load_network(model, pretrain, strict=bool(opt["path"].get("strict_load", True)))
         logger.info("loaded pretrain_model_G %s (strict_load=%s)", pretrain, opt["path"].get("strict_load"))
-    channels_last = bool(train_opt.get("channels_last"))
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    elif opt.get("conv_backend", "auto") in ("auto", "winograd") and info.device.type == "cpu":
-        # NNPACK Winograd for the 3x3 convs' forward and input gradient on CPUs (sdsd.archs.fastconv); the weights
-        # and checkpoints are unchanged, and autocast / torch.compile calls fall back to the plain convolution.
-        converted = use_winograd(model)
-        if converted:
-            logger.info("conv_backend: %d convolutions run NNPACK Winograd kernels on the CPU", converted)
+    # conv_backend (the one memory-format switch; the legacy train.channels_last maps onto it at load): on CPUs
+    # auto = NNPACK Winograd for the 3x3 convs' forward and input gradient (sdsd.archs.fastconv); the weights and
+    # checkpoints are unchanged, and autocast / torch.compile calls fall back to the plain convolution.
+    backend = apply_conv_backend(model, info.device, opt.get("conv_backend", "auto"))
+    logger.info("conv_backend: %s", backend)
+    channels_last = backend == "channels_last"
     optimizer = build_optimizer(model, train_opt)
     scheduler = build_scheduler(optimizer, train_opt)
     amp = train_opt.get("amp") or "none"
@@ -191,7 +184,7 @@ def build_training(opt: dict, info: DistInfo, resuming: bool = False) -> TrainSt
     objective = SDSDObjective(train_opt["pixel_criterion"], train_opt["pixel_weight"], unwrap(model).center,
                               train_opt["illumination_weight"], train_opt["noise_weight"])
     return TrainState(opt=opt, dist=info, model=model, net=net, optimizer=optimizer, scheduler=scheduler,
-                      scaler=scaler, objective=objective, amp_dtype=AMP_DTYPES.get(amp), channels_last=channels_last)
+                      scaler=scaler, objective=objective, amp_dtype=precision.dtype(amp), channels_last=channels_last)
 
 
 def resume(state: TrainState, state_path: str) -> None:
@@ -369,7 +362,7 @@ def train(opt: dict, *, auto_resume: bool = False, argv: list[str] | None = None
     opt["is_train"] = True
     info = dist_info or init_distributed(opt.get("gpu_ids"))
     opt["dist"] = info.world_size > 1
-    check_train_options(opt, info.world_size)
+    check_training(opt, info.world_size)  # the world size this run really has (checked at load from WORLD_SIZE)
     train_opt, log_opt = opt["train"], opt["logger"]
     exp_root = opt["path"]["experiments_root"]
 
