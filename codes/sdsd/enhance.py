@@ -36,7 +36,8 @@ from sdsd.archs.fastconv import CONV_BACKENDS
 from sdsd.errors import UserError, cli_main
 from sdsd.inference import MIN_SIZE, Engine, TorchBackend
 
-__all__ = ["PRETRAINED", "resolve_model", "load_engine", "peak_memory_mib", "enhance_file", "main"]
+__all__ = ["PRETRAINED", "resolve_model", "load_engine", "peak_memory_mib", "enhance_one", "enhance_file",
+           "archive_inputs", "archive_outputs", "enhance_archive", "main"]
 
 PRETRAINED = ("indoor", "outdoor", "smid")
 PRETRAINED_URL = "https://drive.google.com/file/d/1_V0Dxtr4dZ5xZuOsU1gUIUYUDKJvj7BZ/view?usp=sharing"
@@ -110,9 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sdsd-enhance",
         description="Enhance a low-light video or frame folder with SDSD-Net (streaming, bounded memory).",
     )
-    parser.add_argument("input", help="video file, or folder of frames (PNG/JPG/BGR .npy, sorted by name)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="video file, or folder of frames (PNG/JPG/BGR .npy, sorted by name); several inputs, a "
+                             "folder of videos or a .txt list of paths (one per line) enhance a whole archive into "
+                             "the folder -o")
     parser.add_argument("-o", "--output", required=True,
-                        help="video file (.mp4/.mkv/.mov/.avi/...: H.264, audio copied) or folder for PNG frames")
+                        help="video file (.mp4/.mkv/.mov/.avi/...: H.264, audio copied) or folder for PNG frames; "
+                             "for an archive, the folder that receives one video per input")
     parser.add_argument("--model", required=True,
                         help="checkpoint path, or indoor|outdoor|smid for pretrain/<name>_G.pth")
     parser.add_argument("--opt", default=None,
@@ -162,8 +167,6 @@ def _check_args(args) -> None:
     if args.fps is not None and not args.fps >= MIN_FPS:
         raise UserError(f"--fps {args.fps:g}: the frame rate must be at least {float(MIN_FPS):g} frames/s "
                         "(one frame per 1000 s)")
-    if os.path.abspath(args.input) == os.path.abspath(args.output):
-        raise UserError(f"output {args.output} is the input; choose another output path")
 
 
 def _limited(frames: Iterable[np.ndarray], limit: int | None) -> Iterator[np.ndarray]:
@@ -194,31 +197,34 @@ def _tee_inputs(frames: Iterable[np.ndarray], keep: deque) -> Iterator[np.ndarra
         yield frame
 
 
-def enhance_file(args) -> dict:
-    """Run the command described by parsed ``args``; returns a summary dict (frames, seconds, fps, memory)."""
+def _check_paths(input_path: str, output_path: str) -> None:
+    if os.path.abspath(input_path) == os.path.abspath(output_path):
+        raise UserError(f"output {output_path} is the input; choose another output path")
+
+
+def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict:
+    """Enhance one video or frame folder into ``output_path`` with ``engine`` (settings from parsed ``args``).
+
+    Returns:
+        A summary dict: frames, seconds, fps, peak memory, output, kind, and the engine's runtime and precision.
+    """
     from tqdm import tqdm
 
-    from sdsd.utils.dist import select_device
     from sdsd.video import CODECS, VideoWriter, open_source, open_writer, output_color
 
-    _check_args(args)
-    device = select_device(None, want=args.device)
-    if args.amp == "fp16" and device.type == "cpu":
-        raise UserError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
-    engine = load_engine(args.model, args.opt, device=device, precision=args.amp or "fp32",
-                         conv_backend=args.conv_backend, batch=args.batch, tile=args.tile, overlap=args.tile_overlap,
-                         self_ensemble=args.self_ensemble)
-    source = open_source(args.input, fps=args.fps)
+    _check_paths(input_path, output_path)
+    device = engine.backend.device
+    source = open_source(input_path, fps=args.fps)
     info = source.info
     if min(info.width, info.height) < MIN_SIZE:
         source.close()
-        raise UserError(f"{args.input}: frame size {info.width}x{info.height} is below the {MIN_SIZE} px minimum; "
+        raise UserError(f"{input_path}: frame size {info.width}x{info.height} is below the {MIN_SIZE} px minimum; "
                         "upscale it first")
     total = info.frame_count
     if args.max_frames is not None:
         total = min(total, args.max_frames) if total else args.max_frames
     out_width = info.width * 2 if args.compare else info.width
-    audio = args.input if info.audio_streams and not args.no_audio and not source.is_folder else None
+    audio = input_path if info.audio_streams and not args.no_audio and not source.is_folder else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -226,7 +232,7 @@ def enhance_file(args) -> dict:
     try:
         # Colour follows the source unless --colorspace/--color-range say; timestamps use the source's unit.
         color = output_color(info.color, out_width, info.height, args.colorspace, args.color_range)
-        writer = open_writer(args.output, out_width, info.height, info.fps, audio_from=audio,
+        writer = open_writer(output_path, out_width, info.height, info.fps, audio_from=audio,
                              codec=CODECS[args.codec] if args.codec else None, crf=args.crf, color=color,
                              bit_depth=args.bit_depth, time_base=info.time_base)
     except BaseException:
@@ -254,24 +260,184 @@ def enhance_file(args) -> dict:
                     writer.write(frame)
                 bar.update(1)
         if writer.count == 0:
-            raise UserError(f"{args.input}: no frames could be decoded")
+            raise UserError(f"{input_path}: no frames could be decoded")
     seconds = time.perf_counter() - start
     rss, cuda = peak_memory_mib(device)
     count = writer.count
     fps = count / seconds if seconds > 0 else float("inf")
     memory = f"{rss:.0f} MiB" + (f" (CUDA {cuda:.0f} MiB)" if cuda is not None else "")
     kind = "video" if isinstance(writer, VideoWriter) else "PNG folder"
-    print(f"enhanced {count} frames in {seconds:.1f} s ({fps:.2f} frames/s), peak memory {memory} -> {args.output}")
+    described = engine.describe()
+    print(f"enhanced {count} frames in {seconds:.1f} s ({fps:.2f} frames/s, {described['runtime']} "
+          f"{described['precision']}), peak memory {memory} -> {output_path}")
     return {"frames": count, "seconds": seconds, "fps": fps, "peak_rss_mib": rss, "peak_cuda_mib": cuda,
-            "output": args.output, "kind": kind}
+            "output": output_path, "kind": kind, "runtime": described["runtime"],
+            "precision": described["precision"]}
+
+
+def _engine_for(args, device) -> Engine:
+    if args.amp == "fp16" and device.type == "cpu":
+        raise UserError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+    return load_engine(args.model, args.opt, device=device, precision=args.amp or "fp32",
+                       conv_backend=args.conv_backend, batch=args.batch, tile=args.tile, overlap=args.tile_overlap,
+                       self_ensemble=args.self_ensemble)
+
+
+def enhance_file(args) -> dict:
+    """Run the single-input command described by parsed ``args``; returns :func:`enhance_one`'s summary."""
+    from sdsd.utils.dist import select_device
+
+    _check_args(args)
+    (input_path,) = args.inputs
+    _check_paths(input_path, args.output)
+    engine = _engine_for(args, select_device(None, want=args.device))
+    return enhance_one(args, engine, input_path, args.output)
+
+
+# -- whole archives -------------------------------------------------------------------------------------------------
+
+
+def archive_inputs(inputs: list[str]) -> list[str] | None:
+    """The files of an archive job, or ``None`` for a single input.
+
+    An archive is several inputs, one folder holding videos (its video files, sorted; a folder of frames is a
+    single input), or one ``.txt`` file listing paths (one per line; blank lines and ``#`` comments skipped;
+    relative paths are relative to the list file).
+
+    Raises:
+        UserError: an empty list, or a listed path that does not exist.
+    """
+    from sdsd.video import FRAME_EXTS, is_video_path
+
+    if len(inputs) == 1:
+        path = inputs[0]
+        if os.path.isfile(path) and path.lower().endswith(".txt"):
+            base = os.path.dirname(os.path.abspath(path))
+            with open(path, encoding="utf-8") as f:
+                lines = [ln.strip() for ln in f if ln.strip() and not ln.strip().startswith("#")]
+            files = [ln if os.path.isabs(ln) else os.path.join(base, ln) for ln in lines]
+            if not files:
+                raise UserError(f"{path}: the list names no input; write one video path per line")
+        elif os.path.isdir(path):
+            names = sorted(os.listdir(path))
+            if any(n.lower().endswith(FRAME_EXTS) for n in names):
+                return None  # a folder of frames
+            files = [os.path.join(path, n) for n in names if is_video_path(n) and not n.startswith(".")]
+            if not files:
+                return None  # let the reader say what is wrong with the folder
+        else:
+            return None
+    else:
+        files = list(inputs)
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise UserError(f"input {missing[0]} does not exist ({len(missing)} missing); fix the path or the list")
+    return files
+
+
+def archive_outputs(files: list[str], folder: str) -> list[str]:
+    """One output video per input in ``folder``: ``<name>.mp4`` (the input's extension when it is a video one).
+
+    Raises:
+        UserError: ``folder`` is a video path or a file, or two inputs would write the same output.
+    """
+    from sdsd.video import is_video_path
+
+    if is_video_path(folder) or os.path.isfile(folder):
+        raise UserError(f"-o {folder}: several inputs need an output folder (one video per input), not a file")
+    outputs = []
+    for path in files:
+        stem, ext = os.path.splitext(os.path.basename(os.path.normpath(path)))
+        outputs.append(os.path.join(folder, stem + (ext if is_video_path(path) else ".mp4")))
+    seen: dict[str, str] = {}
+    for path, out in zip(files, outputs):
+        if out in seen:
+            raise UserError(f"inputs {seen[out]} and {path} would both write {out}; rename one of them")
+        seen[out] = path
+    return outputs
+
+
+def enhance_archive(args, files: list[str]) -> dict:
+    """Enhance many inputs into the folder ``args.output``, shared out across the processes of a torchrun job.
+
+    Process ``r`` of ``w`` takes inputs ``r, r + w, ...``. An output that already exists is finished (outputs are
+    only ever renamed into place complete) and is skipped, so a rerun resumes. A file that fails is reported on
+    one line and skipped; the others go on. Rank 0 prints one summary and writes it to ``summary.json`` in the
+    output folder.
+
+    Returns:
+        ``{"files": [{"input", "output", "status" (done|skipped|failed), "frames", "seconds", "runtime",
+        "precision", "error"}...], "failed": n}`` (the same on every rank).
+    """
+    from sdsd.utils import dist as dist_utils
+    from sdsd.utils.io import atomic_write_json
+
+    _check_args(args)
+    outputs = archive_outputs(files, args.output)
+    os.makedirs(args.output, exist_ok=True)
+    info = dist_utils.init_distributed(None, want=args.device)
+    try:
+        engine = None
+        mine = []
+        for k in range(info.rank, len(files), info.world_size):
+            row = {"input": files[k], "output": outputs[k], "status": "skipped", "frames": None, "seconds": None,
+                   "runtime": None, "precision": None, "error": None}
+            if not os.path.exists(outputs[k]):
+                try:
+                    engine = engine or _engine_for(args, info.device)
+                    done = enhance_one(args, engine, files[k], outputs[k])
+                    row.update(status="done", frames=done["frames"], seconds=round(done["seconds"], 3),
+                               runtime=done["runtime"], precision=done["precision"])
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one bad file must not stop the archive
+                    message = " ".join(str(exc).split()) or type(exc).__name__
+                    print(f"error: {files[k]}: {message[:300]} (skipped)", file=sys.stderr)
+                    row.update(status="failed", error=message[:300])
+            mine.append((k, row))
+        rows = [row for _, row in sorted(r for part in dist_utils.all_gather_object(mine) for r in part)]
+        failed = sum(r["status"] == "failed" for r in rows)
+        summary = {"files": rows, "failed": failed, "world_size": info.world_size}
+        if info.is_main:
+            atomic_write_json(summary, os.path.join(args.output, "summary.json"))
+            print(format_summary(rows))
+        dist_utils.barrier()
+        return summary
+    finally:
+        dist_utils.cleanup()
+
+
+def format_summary(rows: list[dict]) -> str:
+    """The archive summary: one line per file (status, frames, seconds, runtime) and the totals."""
+    width = max([len("input")] + [len(os.path.basename(r["input"])) for r in rows])
+    lines = [f"{'input':<{width}}  {'status':<7}  {'frames':>6}  {'seconds':>8}  runtime"]
+    for r in rows:
+        frames = "" if r["frames"] is None else str(r["frames"])
+        seconds = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        runtime = f"{r['runtime']} {r['precision']}" if r["runtime"] else (r["error"] or "")
+        lines.append(f"{os.path.basename(r['input']):<{width}}  {r['status']:<7}  {frames:>6}  {seconds:>8}  "
+                     f"{runtime}")
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
+    lines.append(f"{len(rows)} inputs: {counts['done']} done, {counts['skipped']} skipped (already there), "
+                 f"{counts['failed']} failed")
+    return "\n".join(lines)
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``sdsd-enhance`` / ``python -m sdsd.enhance``."""
+    """Console entry point ``sdsd-enhance`` / ``python -m sdsd.enhance``.
+
+    Returns:
+        0, or for an archive the number of inputs that failed (at most 100).
+    """
     args = build_parser().parse_args(argv)
-    enhance_file(args)
-    return 0
+    files = archive_inputs(args.inputs)
+    if files is None:
+        if len(args.inputs) != 1:
+            raise UserError("give one input, or several inputs with -o an output folder")
+        enhance_file(args)
+        return 0
+    return min(enhance_archive(args, files)["failed"], 100)
 
 
 if __name__ == "__main__":
