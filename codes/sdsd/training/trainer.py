@@ -1,7 +1,7 @@
 """One training run, as a sequence of small steps: prepare, build, (resume), loop, save.
 
 :func:`train` is the whole run and is what ``train.py`` and in-process callers (the demo, tests) call. The pieces
-(:func:`train_step`, :func:`sdsd.training.validation.validate`, :func:`sdsd.training.checkpoint.save_checkpoint`,
+(:func:`train_step`, :func:`sdsd.training.validation.validate`, :func:`sdsd.training.checkpoint.write_checkpoint`,
 the loggers in :mod:`sdsd.training.log`) can each be used alone.
 """
 
@@ -291,9 +291,9 @@ def save_checkpoint(state: TrainState) -> None:
         # Resuming restarts the stored epoch from its first batch (as the reference does); a state written after
         # the last batch of an epoch therefore stores the next epoch, so no epoch is seen twice.
         epoch = state.epoch + 1 if state.epoch_done else state.epoch
-        path = ckpt.save_checkpoint(state.opt["path"]["experiments_root"], state.iteration, epoch, state.model,
-                                    state.optimizer, state.scheduler, state.scaler, rng_states=rngs,
-                                    network_opt=state.opt["network_G"], keep_last=state.opt["train"]["keep_last"])
+        path = ckpt.write_checkpoint(state.opt["path"]["experiments_root"], state.iteration, epoch, state.model,
+                                     state.optimizer, state.scheduler, state.scaler, rng_states=rngs,
+                                     network_opt=state.opt["network_G"], keep_last=state.opt["train"]["keep_last"])
         logger.info("saved %s", path)
     barrier()
 
