@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dcn import report_offsets
 from sdsd.archs import build_network, load_network, unwrap
 from sdsd.archs.fastconv import use_winograd
 from sdsd.errors import UserError
@@ -432,4 +433,5 @@ def log_iteration(state: TrainState, values: dict[str, float], seconds: float, t
     lr_text = ",".join(f"{lr:.3e}" for lr in lrs)
     logger.info("<epoch:%3d, iter:%8d, lr:(%s), %.3f s/it> %s", state.epoch, state.iteration, lr_text, seconds,
                 loss_text)
+    report_offsets(state.model, log=logger)  # warns when a deformable layer's offsets diverged since the last line
     bar.set_loss(values["total"])
