@@ -235,7 +235,7 @@ def _photo_clip(size: tuple[int, int], frames: int) -> tuple[list[np.ndarray], l
 
 
 def bf16_accuracy(net, size: tuple[int, int], device: torch.device) -> dict:
-    """PSNR (uint8, SPEC §4) of fp32 and bf16-autocast outputs on darkened photographs against the originals."""
+    """PSNR (uint8, as published) of fp32 and bf16-autocast outputs on darkened photographs against the originals."""
     nframes, c = net.nframes, net.center
     lows, gts = _photo_clip(size, nframes)
     fp32, bf16, cross = [], [], []

@@ -27,7 +27,7 @@ def conv(cin, cout, k, h, w, batch=1):
 
 
 def network_flops_by_hand(nf, n, g, front, back, height, width):
-    """FLOPs of one SDSD-Net window from SPEC §1's layer list (deformable convs as dense 3x3 convs)."""
+    """FLOPs of one SDSD-Net window from the published layer list (deformable convs as dense 3x3 convs)."""
     h1, w1 = height // 4, width // 4
     h2, w2, h3, w3 = h1 // 2, w1 // 2, h1 // 4, w1 // 4
     feats = conv(3, nf, 3, height, width) + conv(nf, nf, 3, height // 2, width // 2) + conv(nf, nf, 3, h1, w1)

@@ -1,4 +1,4 @@
-"""PSNR and SSIM exactly as the published SDSD numbers were computed (SPEC §4), plus protocol variants.
+"""PSNR and SSIM exactly as the published SDSD numbers were computed, plus protocol variants.
 
 The published protocol: every output and GT frame is turned into a uint8 BGR ``H x W x 3`` image
 (:func:`tensor_to_uint8_bgr`: clamp to [0, 1], x255, round), then
