@@ -3,6 +3,7 @@
     python bench/train_speed.py                 # published: batch 32 per process, 128x128 crops, nf 64
     python bench/train_speed.py --quick         # a small case (batch 2, 64x64) that finishes in seconds on a CPU
     python bench/train_speed.py --amp bf16 --channels-last
+    python bench/train_speed.py --compare-compile --small   # train.compile true vs false (a few minutes on a CPU)
 
 Importable: ``bench.train_speed.run(quick=False, **kw) -> dict``. Times full training iterations
 (:func:`sdsd.training.train_step`: schedule, one batched forward of the clean and noisy copies, the summed losses,
@@ -25,17 +26,20 @@ sys.path[:0] = [os.path.join(_repo, "codes"), _repo]
 
 import torch  # noqa: E402
 
+from sdsd.options.schema import ANY, REQUIRED, TRAIN_KEYS  # noqa: E402
 from sdsd.training import train_step  # noqa: E402
 from sdsd.training.trainer import build_training  # noqa: E402
 from sdsd.utils.dist import DistInfo, select_device  # noqa: E402
 
 PUBLISHED_NETWORK = {"which_model_G": "denoise_illumination_enhance", "nf": 64, "nframes": 5, "groups": 8,
                      "front_RBs": 5, "back_RBs": 10, "w_TSA": True}
+#: A network small enough to compile and time on a loaded CPU in minutes (same code, fewer channels and blocks).
+SMALL_NETWORK = {**PUBLISHED_NETWORK, "nf": 16, "groups": 4, "front_RBs": 1, "back_RBs": 2}
 
 
 def run(quick: bool = False, batch: int | None = None, crop: int | None = None, iters: int | None = None,
         warmup: int = 1, amp: str = "none", channels_last: bool = False, compile: bool = False,
-        device: str | None = None) -> dict:
+        device: str | None = None, small: bool = False) -> dict:
     """Time training iterations of the published network.
 
     Args:
@@ -44,18 +48,21 @@ def run(quick: bool = False, batch: int | None = None, crop: int | None = None, 
         warmup: untimed iterations first.
         amp, channels_last, compile: the ``train.amp``, ``train.channels_last``, ``train.compile`` options.
         device: ``cpu`` or ``cuda``; default CUDA when available.
+        small: time :data:`SMALL_NETWORK` instead of the published network.
 
     Returns:
-        A dict with the settings, ``seconds_per_iter``, ``iters_per_s``, ``windows_per_s`` and ``peak_memory_mb``.
+        A dict with the settings, ``first_iter_s`` (the untimed first iteration: with ``compile`` it includes the
+        compilation), ``seconds_per_iter``, ``iters_per_s``, ``windows_per_s`` and ``peak_memory_mb``.
     """
     batch = batch or (2 if quick else 32)
     crop = crop or (64 if quick else 128)
     iters = iters or (2 if quick else 5)
     dev = select_device(None, 0, device)
     opt = {
-        "network_G": dict(PUBLISHED_NETWORK), "path": {},
-        "train": {"lr_G": 4e-4, "beta1": 0.9, "beta2": 0.99, "weight_decay_G": 0.0, "ft_tsa_only": 0,
-                  "lr_scheme": "CosineAnnealingLR_Restart", "T_period": [600000], "restarts": None,
+        "network_G": dict(SMALL_NETWORK if small else PUBLISHED_NETWORK), "path": {},
+        # Every train option at its schema default first, so a new option never breaks the bench.
+        "train": {**_train_defaults(), "lr_G": 4e-4, "beta1": 0.9, "beta2": 0.99, "weight_decay_G": 0.0,
+                  "ft_tsa_only": 0, "lr_scheme": "CosineAnnealingLR_Restart", "T_period": [600000], "restarts": None,
                   "restart_weights": None, "eta_min": 1e-7, "warmup_iter": -1, "pixel_criterion": "cb",
                   "pixel_weight": 1.0, "amp": amp, "channels_last": channels_last, "compile": compile,
                   "nan_policy": "stop", "grad_clip": None},
@@ -66,9 +73,12 @@ def run(quick: bool = False, batch: int | None = None, crop: int | None = None, 
                   "GT": torch.rand(batch, 3, crop, crop, device=dev)}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    first = None
     for k in range(1, warmup + 1):
+        tick = time.perf_counter()
         train_step(state, batch_data, k)
-    _sync(dev)
+        _sync(dev)
+        first = time.perf_counter() - tick if first is None else first
     start = time.perf_counter()
     for k in range(warmup + 1, warmup + iters + 1):
         train_step(state, batch_data, k)
@@ -80,11 +90,28 @@ def run(quick: bool = False, batch: int | None = None, crop: int | None = None, 
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         name = f"cpu ({torch.get_num_threads()} threads)"
-    return {"device": name, "batch_per_process": batch, "crop": crop, "frames": 5, "nf": 64, "amp": amp,
-            "channels_last": channels_last, "compile": compile, "timed_iters": iters,
+    return {"device": name, "batch_per_process": batch, "crop": crop, "frames": 5, "nf": opt["network_G"]["nf"],
+            "network": "small" if small else "published", "amp": amp, "channels_last": channels_last,
+            "compile": compile, "timed_iters": iters, "first_iter_s": None if first is None else round(first, 2),
             "seconds_per_iter": round(seconds, 4), "iters_per_s": round(1 / seconds, 4),
             "windows_per_s": round(batch / seconds, 3), "peak_memory_mb": round(peak, 1),
             "peak_memory_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "process max RSS"}
+
+
+def _train_defaults() -> dict:
+    return {key: default for key, (default, _) in TRAIN_KEYS.items() if default is not REQUIRED and default is not ANY}
+
+
+def compare_compile(**kw) -> dict:
+    """:func:`run` with ``train.compile`` false, then true, in the same settings; adds the speed-up.
+
+    Returns:
+        ``{"eager": ..., "compiled": ..., "speedup": eager seconds per iteration / compiled ones}``.
+    """
+    eager = run(compile=False, **kw)
+    compiled = run(compile=True, **kw)
+    return {"eager": eager, "compiled": compiled,
+            "speedup": round(eager["seconds_per_iter"] / compiled["seconds_per_iter"], 3)}
 
 
 def _sync(device: torch.device) -> None:
@@ -103,9 +130,12 @@ def main(argv=None) -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--small", action="store_true", help="a small network (nf 16, 1+2 residual blocks)")
+    parser.add_argument("--compare-compile", action="store_true", help="time train.compile false, then true")
     args = parser.parse_args(argv)
-    result = run(quick=args.quick, batch=args.batch, crop=args.crop, iters=args.iters, warmup=args.warmup,
-                 amp=args.amp, channels_last=args.channels_last, compile=args.compile, device=args.device)
+    kw = dict(quick=args.quick, batch=args.batch, crop=args.crop, iters=args.iters, warmup=args.warmup, amp=args.amp,
+              channels_last=args.channels_last, device=args.device, small=args.small)
+    result = compare_compile(**kw) if args.compare_compile else run(compile=args.compile, **kw)
     print(json.dumps(result, indent=2))
 
 

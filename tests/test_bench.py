@@ -129,3 +129,12 @@ def test_cli_rejects_unknown_benchmark(tmp_path):
 
 def test_tiny_network_builds_from_the_bench_options():
     assert sdsd.build_network(TINY).nf == 8
+
+
+def test_train_speed_runs_a_training_step():
+    # The bench builds its own option block: it must keep up with new train options (it once lacked one).
+    from bench import train_speed
+
+    result = train_speed.run(small=True, batch=1, crop=32, iters=1, warmup=1, device="cpu")
+    assert result["network"] == "small" and result["nf"] == 16 and result["compile"] is False
+    assert result["seconds_per_iter"] > 0 and result["first_iter_s"] > 0
