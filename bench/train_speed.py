@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import sys
 import time
 
@@ -58,41 +59,17 @@ def run(quick: bool = False, batch: int | None = None, crop: int | None = None, 
     crop = crop or (64 if quick else 128)
     iters = iters or (2 if quick else 5)
     dev = select_device(None, 0, device)
-    opt = {
-        "network_G": dict(SMALL_NETWORK if small else PUBLISHED_NETWORK), "path": {},
-        # Every train option at its schema default first, so a new option never breaks the bench.
-        "train": {**_train_defaults(), "lr_G": 4e-4, "beta1": 0.9, "beta2": 0.99, "weight_decay_G": 0.0,
-                  "ft_tsa_only": 0, "lr_scheme": "CosineAnnealingLR_Restart", "T_period": [600000], "restarts": None,
-                  "restart_weights": None, "eta_min": 1e-7, "warmup_iter": -1, "pixel_criterion": "cb",
-                  "pixel_weight": 1.0, "amp": amp, "channels_last": channels_last, "compile": compile,
-                  "nan_policy": "stop", "grad_clip": None},
-    }
-    torch.manual_seed(0)
-    state = build_training(opt, DistInfo(device=dev))
-    batch_data = {"LQs": torch.rand(batch, 5, 3, crop, crop, device=dev) * 0.2,
-                  "GT": torch.rand(batch, 3, crop, crop, device=dev)}
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    first = None
-    for k in range(1, warmup + 1):
-        tick = time.perf_counter()
-        train_step(state, batch_data, k)
-        _sync(dev)
-        first = time.perf_counter() - tick if first is None else first
+    setup = _Setup(batch, crop, amp, channels_last, compile, dev, small, warmup)
     start = time.perf_counter()
-    for k in range(warmup + 1, warmup + iters + 1):
-        train_step(state, batch_data, k)
+    for _ in range(iters):
+        setup.step()
     _sync(dev)
     seconds = (time.perf_counter() - start) / iters
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 2**20
-        name = torch.cuda.get_device_name(dev)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        name = f"cpu ({torch.get_num_threads()} threads)"
-    return {"device": name, "batch_per_process": batch, "crop": crop, "frames": 5, "nf": opt["network_G"]["nf"],
-            "network": "small" if small else "published", "amp": amp, "channels_last": channels_last,
-            "compile": compile, "timed_iters": iters, "first_iter_s": None if first is None else round(first, 2),
+    return {**setup.settings(), "compile": compile, "timed_iters": iters, "first_iter_s": setup.first_iter_s,
             "seconds_per_iter": round(seconds, 4), "iters_per_s": round(1 / seconds, 4),
             "windows_per_s": round(batch / seconds, 3), "peak_memory_mb": round(peak, 1),
             "peak_memory_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "process max RSS"}
@@ -102,16 +79,83 @@ def _train_defaults() -> dict:
     return {key: default for key, (default, _) in TRAIN_KEYS.items() if default is not REQUIRED and default is not ANY}
 
 
-def compare_compile(**kw) -> dict:
-    """:func:`run` with ``train.compile`` false, then true, in the same settings; adds the speed-up.
+class _Setup:
+    """One network, optimiser and batch built as ``train.py`` builds them, warmed up; :meth:`step` trains once."""
+
+    def __init__(self, batch, crop, amp, channels_last, compile, dev, small, warmup):
+        self.batch, self.crop, self.amp, self.channels_last, self.dev, self.small = (
+            batch, crop, amp, channels_last, dev, small)
+        self.opt = {
+            "network_G": dict(SMALL_NETWORK if small else PUBLISHED_NETWORK), "path": {},
+            # Every train option at its schema default first, so a new option never breaks the bench.
+            "train": {**_train_defaults(), "lr_G": 4e-4, "beta1": 0.9, "beta2": 0.99, "weight_decay_G": 0.0,
+                      "ft_tsa_only": 0, "lr_scheme": "CosineAnnealingLR_Restart", "T_period": [600000],
+                      "restarts": None, "restart_weights": None, "eta_min": 1e-7, "warmup_iter": -1,
+                      "pixel_criterion": "cb", "pixel_weight": 1.0, "amp": amp, "channels_last": channels_last,
+                      "compile": compile, "nan_policy": "stop", "grad_clip": None},
+        }
+        torch.manual_seed(0)
+        self.state = build_training(self.opt, DistInfo(device=dev))
+        self.data = {"LQs": torch.rand(batch, 5, 3, crop, crop, device=dev) * 0.2,
+                     "GT": torch.rand(batch, 3, crop, crop, device=dev)}
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        self.iteration = 0
+        self.first_iter_s = None
+        for _ in range(warmup):
+            tick = time.perf_counter()
+            self.step()
+            _sync(dev)
+            if self.first_iter_s is None:
+                self.first_iter_s = round(time.perf_counter() - tick, 2)
+
+    def step(self) -> None:
+        self.iteration += 1
+        train_step(self.state, self.data, self.iteration)
+
+    def settings(self) -> dict:
+        name = (torch.cuda.get_device_name(self.dev) if self.dev.type == "cuda"
+                else f"cpu ({torch.get_num_threads()} threads)")
+        return {"device": name, "batch_per_process": self.batch, "crop": self.crop, "frames": 5,
+                "nf": self.opt["network_G"]["nf"], "network": "small" if self.small else "published", "amp": self.amp,
+                "channels_last": self.channels_last}
+
+
+def compare_compile(quick: bool = False, batch: int | None = None, crop: int | None = None, iters: int | None = None,
+                    warmup: int = 1, amp: str = "none", channels_last: bool = False, device: str | None = None,
+                    small: bool = False) -> dict:
+    """``train.compile`` false against true in the same settings, timed interleaved (arguments as :func:`run`).
+
+    Both setups are built and warmed up first (the compiled one's first iteration includes the compilation); then
+    their iterations alternate, so a change of machine load affects both alike, and each gets the median of its
+    iteration times.
 
     Returns:
-        ``{"eager": ..., "compiled": ..., "speedup": eager seconds per iteration / compiled ones}``.
+        The settings, ``first_iter_s``, ``seconds_per_iter`` (median), ``best_s`` and ``all_s`` of each, ``speedup``
+        (eager median / compiled median) and ``speedup_best`` (the same for the fastest iterations, the steadier
+        figure on a loaded machine).
     """
-    eager = run(compile=False, **kw)
-    compiled = run(compile=True, **kw)
-    return {"eager": eager, "compiled": compiled,
-            "speedup": round(eager["seconds_per_iter"] / compiled["seconds_per_iter"], 3)}
+    batch = batch or (2 if quick else 32)
+    crop = crop or (64 if quick else 128)
+    iters = iters or (2 if quick else 5)
+    dev = select_device(None, 0, device)
+    setups = {name: _Setup(batch, crop, amp, channels_last, name == "compiled", dev, small, warmup)
+              for name in ("eager", "compiled")}
+    times: dict[str, list[float]] = {name: [] for name in setups}
+    for _ in range(iters):
+        for name, setup in setups.items():
+            _sync(dev)
+            tick = time.perf_counter()
+            setup.step()
+            _sync(dev)
+            times[name].append(time.perf_counter() - tick)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    return {**setups["eager"].settings(), "timed_iters": iters,
+            **{name: {"first_iter_s": setups[name].first_iter_s, "seconds_per_iter": round(median[name], 4),
+                      "best_s": round(min(times[name]), 4), "all_s": [round(t, 3) for t in times[name]]}
+               for name in setups},
+            "speedup": round(median["eager"] / median["compiled"], 3),
+            "speedup_best": round(min(times["eager"]) / min(times["compiled"]), 3)}
 
 
 def _sync(device: torch.device) -> None:
@@ -131,7 +175,7 @@ def main(argv=None) -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--small", action="store_true", help="a small network (nf 16, 1+2 residual blocks)")
-    parser.add_argument("--compare-compile", action="store_true", help="time train.compile false, then true")
+    parser.add_argument("--compare-compile", action="store_true", help="time train.compile false and true, interleaved")
     args = parser.parse_args(argv)
     kw = dict(quick=args.quick, batch=args.batch, crop=args.crop, iters=args.iters, warmup=args.warmup, amp=args.amp,
               channels_last=args.channels_last, device=args.device, small=args.small)
