@@ -10,25 +10,13 @@ Outputs go to <root>/experiments/<name>/ (models/, training_state/, val_images/,
 <root>/tb_logger/<name>/. The steps below are functions of sdsd.training, each usable on its own.
 """
 
-import os
 import sys
 
-
-def _make_importable() -> None:
-    """Run from a checkout without installing: put <repo>/codes (package sdsd) and <repo> (package dcn) on the path."""
-    try:
-        import sdsd  # noqa: F401
-    except ImportError:
-        repo = os.path.dirname(os.path.abspath(__file__))
-        sys.path[:0] = [os.path.join(repo, "codes"), repo]
-
-
-_make_importable()
-
-from sdsd import options  # noqa: E402
-from sdsd.errors import cli_main  # noqa: E402
-from sdsd.training import parse_args, restarted_by_torchrun, train  # noqa: E402
-from sdsd.utils.dist import cleanup, init_distributed  # noqa: E402
+import _sdsd_checkout  # noqa: F401 - first: puts this checkout's codes/ on sys.path (see _sdsd_checkout.py)
+from sdsd import options
+from sdsd.errors import cli_main
+from sdsd.training import parse_args, restarted_by_torchrun, train
+from sdsd.utils.dist import cleanup, init_distributed
 
 
 @cli_main

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import traceback
 
@@ -79,22 +77,6 @@ def _rows(name: str, result: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _write_json(path: str, data: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, default=str)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by anyone
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a minute or two)")
@@ -115,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from sdsd.utils.io import atomic_write_json, remove_stale_temps
+
+    remove_stale_temps(os.path.dirname(os.path.abspath(args.out)))  # results files of an interrupted run
     results: dict = {
         "meta": {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick, "tiny": args.tiny,
                  "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
@@ -139,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = result
         # Written after every benchmark so that an interrupted run keeps what it measured.
         results["meta"]["load_average_end"] = _load_average()
-        _write_json(args.out, results)
+        atomic_write_json(results, args.out, indent=1, default=str)
     results["meta"]["load_average_end"] = _load_average()
-    _write_json(args.out, results)
+    atomic_write_json(results, args.out, indent=1, default=str)
 
     width = max([len(label) for name in names for label, _ in _rows(name, results[name])] + [10])
     print(f"{'benchmark':<{width}}  result")

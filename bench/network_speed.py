@@ -36,6 +36,7 @@ import torch
 
 from bench.flops import count_flops
 from sdsd.archs.fastconv import use_winograd
+from sdsd.metrics import calculate_psnr
 
 PUBLISHED = {"which_model_G": "denoise_illumination_enhance", "nf": 64, "nframes": 5, "groups": 8, "front_RBs": 5,
              "back_RBs": 10, "w_TSA": True}
@@ -233,13 +234,8 @@ def _photo_clip(size: tuple[int, int], frames: int) -> tuple[list[np.ndarray], l
     return clips_low, clips_gt
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 20 * math.log10(255 / math.sqrt(mse))
-
-
 def bf16_accuracy(net, size: tuple[int, int], device: torch.device) -> dict:
-    """PSNR (uint8, SPEC §4) of fp32 and bf16-autocast outputs on darkened photographs against the originals."""
+    """PSNR (uint8, as published) of fp32 and bf16-autocast outputs on darkened photographs against the originals."""
     nframes, c = net.nframes, net.center
     lows, gts = _photo_clip(size, nframes)
     fp32, bf16, cross = [], [], []
@@ -250,9 +246,9 @@ def bf16_accuracy(net, size: tuple[int, int], device: torch.device) -> dict:
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 out16 = net(x)[0].float()
             u8 = [(o[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy() for o in (out32, out16)]
-            fp32.append(_psnr(u8[0], gt[c]))
-            bf16.append(_psnr(u8[1], gt[c]))
-            cross.append(_psnr(u8[1], u8[0]))
+            fp32.append(calculate_psnr(u8[0], gt[c]))
+            bf16.append(calculate_psnr(u8[1], gt[c]))
+            cross.append(calculate_psnr(u8[1], u8[0]))
     return {"size": list(size), "images": ["astronaut", "chelsea", "coffee"], "psnr_fp32": float(np.mean(fp32)),
             "psnr_bf16": float(np.mean(bf16)), "psnr_delta_db": float(np.mean(bf16) - np.mean(fp32)),
             "psnr_bf16_vs_fp32": float(np.mean(cross)),

@@ -3,6 +3,7 @@
     python bench/train_speed.py                 # published: batch 32 per process, 128x128 crops, nf 64
     python bench/train_speed.py --quick         # a small case (batch 2, 64x64) that finishes in seconds on a CPU
     python bench/train_speed.py --amp bf16 --channels-last
+    python bench/train_speed.py --compare-compile --small   # train.compile true vs false (a few minutes on a CPU)
 
 Importable: ``bench.train_speed.run(quick=False, **kw) -> dict``. Times full training iterations
 (:func:`sdsd.training.train_step`: schedule, one batched forward of the clean and noisy copies, the summed losses,
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import sys
 import time
 
@@ -32,10 +34,13 @@ from sdsd.training.trainer import build_training  # noqa: E402
 from sdsd.utils import precision  # noqa: E402
 from sdsd.utils.dist import DistInfo, select_device  # noqa: E402
 
+#: A network small enough to compile and time on a loaded CPU in minutes (same code, fewer channels and blocks).
+SMALL_NETWORK = {"nf": 16, "groups": 4, "front_RBs": 1, "back_RBs": 2}
+
 
 def run(quick: bool = False, batch: int | None = None, crop: int | None = None, iters: int | None = None,
         warmup: int = 1, amp: str = "none", channels_last: bool = False, compile: bool = False,
-        device: str | None = None) -> dict:
+        device: str | None = None, small: bool = False) -> dict:
     """Time training iterations of the published network.
 
     Args:
@@ -45,46 +50,107 @@ def run(quick: bool = False, batch: int | None = None, crop: int | None = None, 
         amp, compile: the ``train.amp`` and ``train.compile`` options; channels_last: ``conv_backend: channels_last``
             (else ``auto``).
         device: ``cpu`` or ``cuda``; default CUDA when available.
+        small: time :data:`SMALL_NETWORK` (over the published settings) instead of the published network.
 
     Returns:
-        A dict with the settings, ``seconds_per_iter``, ``iters_per_s``, ``windows_per_s`` and ``peak_memory_mb``.
+        A dict with the settings, ``first_iter_s`` (the untimed first iteration: with ``compile`` it includes the
+        compilation), ``seconds_per_iter``, ``iters_per_s``, ``windows_per_s`` and ``peak_memory_mb``.
     """
     batch = batch or (2 if quick else 32)
     crop = crop or (64 if quick else 128)
     iters = iters or (2 if quick else 5)
     dev = select_device(None, 0, device)
-    # Validated like an option file, so every train key has its default (the published settings).
-    opt = options.validate({
-        "name": "train-speed", "network_G": published_network(),
-        "conv_backend": "channels_last" if channels_last else "auto",
-        "train": {"niter": warmup + iters, "T_period": [600000], "amp": amp, "compile": compile},
-    })
-    torch.manual_seed(0)
-    state = build_training(opt, DistInfo(device=dev))
-    batch_data = {"LQs": torch.rand(batch, 5, 3, crop, crop, device=dev) * 0.2,
-                  "GT": torch.rand(batch, 3, crop, crop, device=dev)}
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    for k in range(1, warmup + 1):
-        train_step(state, batch_data, k)
-    _sync(dev)
+    setup = _Setup(batch, crop, amp, channels_last, compile, dev, small, warmup)
     start = time.perf_counter()
-    for k in range(warmup + 1, warmup + iters + 1):
-        train_step(state, batch_data, k)
+    for _ in range(iters):
+        setup.step()
     _sync(dev)
     seconds = (time.perf_counter() - start) / iters
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 2**20
-        name = torch.cuda.get_device_name(dev)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        name = f"cpu ({torch.get_num_threads()} threads)"
-    return {"device": name, "batch_per_process": batch, "crop": crop, "frames": 5, "nf": opt["network_G"]["nf"],
-            "amp": amp,
-            "channels_last": channels_last, "compile": compile, "timed_iters": iters,
+    return {**setup.settings(), "compile": compile, "timed_iters": iters, "first_iter_s": setup.first_iter_s,
             "seconds_per_iter": round(seconds, 4), "iters_per_s": round(1 / seconds, 4),
             "windows_per_s": round(batch / seconds, 3), "peak_memory_mb": round(peak, 1),
             "peak_memory_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "process max RSS"}
+
+
+class _Setup:
+    """One network, optimiser and batch built as ``train.py`` builds them, warmed up; :meth:`step` trains once."""
+
+    def __init__(self, batch, crop, amp, channels_last, compile, dev, small, warmup):
+        self.batch, self.crop, self.amp, self.channels_last, self.dev, self.small = (
+            batch, crop, amp, channels_last, dev, small)
+        # Validated like an option file, so every train key has its default (the published settings) and a new
+        # option never breaks the bench.
+        self.opt = options.validate({
+            "name": "train-speed", "network_G": {**published_network(), **(SMALL_NETWORK if small else {})},
+            "conv_backend": "channels_last" if channels_last else "auto",
+            "train": {"niter": 10**6, "T_period": [600000], "amp": amp, "compile": compile},
+        })
+        torch.manual_seed(0)
+        self.state = build_training(self.opt, DistInfo(device=dev))
+        self.data = {"LQs": torch.rand(batch, 5, 3, crop, crop, device=dev) * 0.2,
+                     "GT": torch.rand(batch, 3, crop, crop, device=dev)}
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        self.iteration = 0
+        self.first_iter_s = None
+        for _ in range(warmup):
+            tick = time.perf_counter()
+            self.step()
+            _sync(dev)
+            if self.first_iter_s is None:
+                self.first_iter_s = round(time.perf_counter() - tick, 2)
+
+    def step(self) -> None:
+        self.iteration += 1
+        train_step(self.state, self.data, self.iteration)
+
+    def settings(self) -> dict:
+        name = (torch.cuda.get_device_name(self.dev) if self.dev.type == "cuda"
+                else f"cpu ({torch.get_num_threads()} threads)")
+        return {"device": name, "batch_per_process": self.batch, "crop": self.crop, "frames": 5,
+                "nf": self.opt["network_G"]["nf"], "network": "small" if self.small else "published", "amp": self.amp,
+                "channels_last": self.channels_last}
+
+
+def compare_compile(quick: bool = False, batch: int | None = None, crop: int | None = None, iters: int | None = None,
+                    warmup: int = 1, amp: str = "none", channels_last: bool = False, device: str | None = None,
+                    small: bool = False) -> dict:
+    """``train.compile`` false against true in the same settings, timed interleaved (arguments as :func:`run`).
+
+    Both setups are built and warmed up first (the compiled one's first iteration includes the compilation); then
+    their iterations alternate, so a change of machine load affects both alike, and each gets the median of its
+    iteration times.
+
+    Returns:
+        The settings, ``first_iter_s``, ``seconds_per_iter`` (median), ``best_s`` and ``all_s`` of each, ``speedup``
+        (eager median / compiled median) and ``speedup_best`` (the same for the fastest iterations, the steadier
+        figure on a loaded machine).
+    """
+    batch = batch or (2 if quick else 32)
+    crop = crop or (64 if quick else 128)
+    iters = iters or (2 if quick else 5)
+    dev = select_device(None, 0, device)
+    setups = {name: _Setup(batch, crop, amp, channels_last, name == "compiled", dev, small, warmup)
+              for name in ("eager", "compiled")}
+    times: dict[str, list[float]] = {name: [] for name in setups}
+    for _ in range(iters):
+        for name, setup in setups.items():
+            _sync(dev)
+            tick = time.perf_counter()
+            setup.step()
+            _sync(dev)
+            times[name].append(time.perf_counter() - tick)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    return {**setups["eager"].settings(), "timed_iters": iters,
+            **{name: {"first_iter_s": setups[name].first_iter_s, "seconds_per_iter": round(median[name], 4),
+                      "best_s": round(min(times[name]), 4), "all_s": [round(t, 3) for t in times[name]]}
+               for name in setups},
+            "speedup": round(median["eager"] / median["compiled"], 3),
+            "speedup_best": round(min(times["eager"]) / min(times["compiled"]), 3)}
 
 
 def _sync(device: torch.device) -> None:
@@ -103,9 +169,12 @@ def main(argv=None) -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--small", action="store_true", help="a small network (nf 16, 1+2 residual blocks)")
+    parser.add_argument("--compare-compile", action="store_true", help="time train.compile false and true, interleaved")
     args = parser.parse_args(argv)
-    result = run(quick=args.quick, batch=args.batch, crop=args.crop, iters=args.iters, warmup=args.warmup,
-                 amp=args.amp, channels_last=args.channels_last, compile=args.compile, device=args.device)
+    kw = dict(quick=args.quick, batch=args.batch, crop=args.crop, iters=args.iters, warmup=args.warmup, amp=args.amp,
+              channels_last=args.channels_last, device=args.device, small=args.small)
+    result = compare_compile(**kw) if args.compare_compile else run(compile=args.compile, **kw)
     print(json.dumps(result, indent=2))
 
 

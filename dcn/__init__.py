@@ -4,7 +4,7 @@
 predicts its own offsets and mask, as used by the PCD alignment module.
 """
 
-from dcn.modules import ModulatedDeformConvPack
+from dcn.modules import ModulatedDeformConvPack, report_offsets
 from dcn.ops import deform_conv2d
 
-__all__ = ["ModulatedDeformConvPack", "deform_conv2d"]
+__all__ = ["ModulatedDeformConvPack", "deform_conv2d", "report_offsets"]

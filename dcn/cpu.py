@@ -93,18 +93,25 @@ class _Geometry:
         sy, sx = self._scales()
         base_y, base_x = self._bases(r0, r1, offset.dtype, offset.device)
         off_y, off_x = self._offsets(offset, b0, b1, r0, r1)
+        n, g, k, r, w = off_y.shape
+        if torch.compiler.is_compiling():  # the same values; torch.compile cannot trace a strided ``out=``
+            grid = torch.stack((torch.add(base_x * sx - 1.0, off_x, alpha=sx),
+                                torch.add(base_y * sy - 1.0, off_y, alpha=sy)), dim=-1)
+            return grid.view(n * g, k * r, w, 2)
         grid = offset.new_empty(*off_y.shape, 2)
         torch.add(base_x * sx - 1.0, off_x, alpha=sx, out=grid[..., 0])
         torch.add(base_y * sy - 1.0, off_y, alpha=sy, out=grid[..., 1])
-        n, g, k, r, w = off_y.shape
         return grid.view(n * g, k * r, w, 2)
 
     def grid(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Normalised grid ``(n*deform_groups, kh*kw*rows, W_out, 2)`` for ``grid_sample(align_corners=True)``."""
         sy, sx = self._scales()
         n, g, k, r, w = y.shape
-        grid = y.new_empty(n, g, k, r, w, 2)
         minus_one = y.new_tensor(-1.0)
+        if torch.compiler.is_compiling():  # the same values; torch.compile cannot trace a strided ``out=``
+            grid = torch.stack((torch.add(minus_one, x, alpha=sx), torch.add(minus_one, y, alpha=sy)), dim=-1)
+            return grid.view(n * g, k * r, w, 2)
+        grid = y.new_empty(n, g, k, r, w, 2)
         torch.add(minus_one, x, alpha=sx, out=grid[..., 0])
         torch.add(minus_one, y, alpha=sy, out=grid[..., 1])
         return grid.view(n * g, k * r, w, 2)

@@ -1,4 +1,11 @@
-"""``ModulatedDeformConvPack``: a DCNv2 layer that predicts its offsets and mask with a plain convolution."""
+"""``ModulatedDeformConvPack``: a DCNv2 layer that predicts its offsets and mask with a plain convolution.
+
+Each layer also keeps, on the device, the largest mean absolute offset of its forward passes since the last
+report; :func:`report_offsets` (called by the training loop when it logs) reads them in one transfer, warns about
+layers above :data:`OFFSET_WARNING_THRESHOLD`, and starts a new window. Offsets that large usually mean training
+diverged; checking them inside ``forward`` would need a device-to-host copy (a GPU sync) and a graph break under
+``torch.compile``, so the forward pass only updates a tensor.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +19,7 @@ from dcn.ops import deform_conv2d
 
 logger = logging.getLogger("dcn")
 
-#: The mean-|offset| sanity check needs a device-to-host copy, so it runs on the first call and then once every
-#: this many calls instead of on every forward.
-OFFSET_CHECK_INTERVAL = 100
-#: Mean absolute offset above which a warning is logged (offsets this large usually mean training diverged).
+#: Mean absolute offset (in pixels) above which :func:`report_offsets` warns.
 OFFSET_WARNING_THRESHOLD = 100.0
 
 
@@ -66,8 +70,22 @@ class ModulatedDeformConvPack(nn.Module):
         self.conv_offset_mask = nn.Conv2d(
             in_channels, deformable_groups * 3 * kh * kw, self.kernel_size, stride=self.stride, padding=self.padding
         )
-        self._calls = 0
+        # Not a buffer: it is no part of the checkpoint, and DistributedDataParallel would broadcast a buffer from
+        # rank 0 before every forward. ``_apply`` moves it with the module instead.
+        self.offset_abs_mean_max = self._new_offset_stat(torch.device("cpu"))
         self.reset_parameters()
+
+    @staticmethod
+    def _new_offset_stat(device: torch.device) -> torch.Tensor:
+        # Outside inference mode, so that a layer moved or built under inference_mode can still train.
+        with torch.inference_mode(False):
+            return torch.zeros((), dtype=torch.float32, device=device)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        moved = fn(self.offset_abs_mean_max)
+        self.offset_abs_mean_max = self._new_offset_stat(moved.device)
+        return self
 
     def reset_parameters(self) -> None:
         """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) weight, zero bias, zero offset/mask predictor."""
@@ -86,19 +104,16 @@ class ModulatedDeformConvPack(nn.Module):
             x = feat = inputs
         o1, o2, m = torch.chunk(self.conv_offset_mask(feat), 3, dim=1)
         offset = torch.cat((o1, o2), dim=1)
-        self._check_offset(offset)
+        self._record_offset(offset)
         return deform_conv2d(
             x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask=torch.sigmoid(m)
         )
 
-    def _check_offset(self, offset: torch.Tensor) -> None:
-        calls, self._calls = self._calls, self._calls + 1
-        if calls % OFFSET_CHECK_INTERVAL:
-            return
-        mean = float(offset.detach().abs().mean())
-        if mean > OFFSET_WARNING_THRESHOLD:
-            logger.warning("deformable conv offset mean is %.1f (> %g): alignment is probably diverging", mean,
-                           OFFSET_WARNING_THRESHOLD)
+    def _record_offset(self, offset: torch.Tensor) -> None:
+        """Keep the largest mean |offset| on the device: no host copy, no branch on a tensor value."""
+        mean = offset.detach().abs().mean().float()
+        stat = self.offset_abs_mean_max
+        stat.copy_(torch.maximum(stat, mean))
 
     def extra_repr(self) -> str:
         return (
@@ -106,3 +121,36 @@ class ModulatedDeformConvPack(nn.Module):
             f"padding={self.padding}, dilation={self.dilation}, deformable_groups={self.deformable_groups}, "
             f"extra_offset_mask={self.extra_offset_mask}"
         )
+
+
+def report_offsets(model: nn.Module, threshold: float = OFFSET_WARNING_THRESHOLD, reset: bool = True,
+                   log: logging.Logger | None = None) -> dict[str, float]:
+    """Read the largest mean |offset| of every deformable layer of ``model`` and warn about diverging ones.
+
+    One device-to-host transfer for all layers. Each layer above ``threshold`` gets a warning naming it and its
+    value.
+
+    Args:
+        model: any module (wrappers such as DDP or ``torch.compile`` included: their layers are the same objects).
+        threshold: the warning threshold in pixels.
+        reset: start a new window (zero the statistics) after reading.
+        log: the logger of the warnings (the training loop passes its own, so they reach the training log);
+            default the ``dcn`` logger.
+
+    Returns:
+        ``{layer name: largest mean |offset| since the last reset}``; empty when the model has no such layer.
+    """
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, ModulatedDeformConvPack)]
+    if not layers:
+        return {}
+    stats = torch.stack([m.offset_abs_mean_max.to(layers[0][1].offset_abs_mean_max.device) for _, m in layers])
+    values = dict(zip((name for name, _ in layers), stats.tolist()))
+    if reset:
+        for _, m in layers:
+            m.offset_abs_mean_max.zero_()
+    log = log or logger
+    for name, value in values.items():
+        if value > threshold:
+            log.warning("deformable conv %s: offset mean reached %.1f px (> %g; the largest mean |offset| since the "
+                        "last report): alignment is probably diverging", name or "(model)", value, threshold)
+    return values

@@ -64,7 +64,7 @@ def make_sdsd_tree(root: str) -> dict:
             "lengths": {"sceneA": 7, "sceneB": 6}}
 
 
-def save_checkpoint(path: str, seed: int = 0) -> str:
+def save_tiny_checkpoint(path: str, seed: int = 0) -> str:
     """A checkpoint of a freshly built tiny network (plain state_dict, as published)."""
     torch.manual_seed(seed)
     net = sdsd.build_network({"which_model_G": "denoise_illumination_enhance", **TINY_NET})

@@ -27,7 +27,7 @@ def conv(cin, cout, k, h, w, batch=1):
 
 
 def network_flops_by_hand(nf, n, g, front, back, height, width):
-    """FLOPs of one SDSD-Net window from SPEC §1's layer list (deformable convs as dense 3x3 convs)."""
+    """FLOPs of one SDSD-Net window from the published layer list (deformable convs as dense 3x3 convs)."""
     h1, w1 = height // 4, width // 4
     h2, w2, h3, w3 = h1 // 2, w1 // 2, h1 // 4, w1 // 4
     feats = conv(3, nf, 3, height, width) + conv(nf, nf, 3, height // 2, width // 2) + conv(nf, nf, 3, h1, w1)
@@ -129,3 +129,12 @@ def test_cli_rejects_unknown_benchmark(tmp_path):
 
 def test_tiny_network_builds_from_the_bench_options():
     assert sdsd.build_network(TINY).nf == 8
+
+
+def test_train_speed_runs_a_training_step():
+    # The bench builds its own option block: it must keep up with new train options (it once lacked one).
+    from bench import train_speed
+
+    result = train_speed.run(small=True, batch=1, crop=32, iters=1, warmup=1, device="cpu")
+    assert result["network"] == "small" and result["nf"] == 16 and result["compile"] is False
+    assert result["seconds_per_iter"] > 0 and result["first_iter_s"] > 0

@@ -1,4 +1,4 @@
-"""Frame reading: bit-identical to the published read path (SPEC §3) and clear errors for bad frames."""
+"""Frame reading: bit-identical to the published read path (docs/protocol.md#frames) and clear errors for bad frames."""
 
 import cv2
 import numpy as np
@@ -10,7 +10,7 @@ from sdsd.errors import UserError
 
 
 def spec_read(path, train_size=None):
-    """The SPEC §3 recipe written out literally: decode, resize the decoded array, /255, fix channels, RGB."""
+    """docs/protocol.md#frames written out literally: decode, resize the decoded array, /255, fix channels, RGB."""
     img = np.load(path) if str(path).endswith(".npy") else cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if train_size is not None:
         img = cv2.resize(img, (train_size[0], train_size[1]))

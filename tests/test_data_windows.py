@@ -1,4 +1,4 @@
-"""Frame windows at clip ends (SPEC §3 examples) and short clips."""
+"""Frame windows at clip ends (the examples of docs/protocol.md#frame-windows) and short clips."""
 
 import pytest
 

@@ -189,14 +189,67 @@ def test_pack_forward_matches_formula(extra_offset_mask):
     assert m.conv_offset_mask.weight.grad.abs().sum() > 0 and m.weight.grad.abs().sum() > 0
 
 
-def test_pack_warns_on_huge_offsets_only_on_checked_calls(monkeypatch, caplog):
-    monkeypatch.setattr(dcn.modules, "OFFSET_CHECK_INTERVAL", 3)
+def test_pack_warns_on_huge_offsets_when_the_statistic_is_read(caplog):
     m = dcn.ModulatedDeformConvPack(2, 2, 3, padding=1)
     with torch.no_grad():
         m.conv_offset_mask.bias.fill_(500.0)
     x = torch.randn(1, 2, 4, 4)
     with caplog.at_level(logging.WARNING, logger="dcn"):
-        for _ in range(4):  # calls 0 and 3 are checked
+        for _ in range(4):  # forward passes only record on the device; nothing is logged yet
             m(x)
+        assert [r for r in caplog.records if r.name == "dcn"] == []
+        assert dcn.report_offsets(m) == {"": 500.0}
+        assert dcn.report_offsets(m) == {"": 0.0}  # read and reset: a new window starts
+        m(x)
+        dcn.report_offsets(m)
     warnings = [r for r in caplog.records if r.name == "dcn"]
-    assert len(warnings) == 2 and "offset mean" in warnings[0].getMessage()
+    assert len(warnings) == 2 and "offset mean" in warnings[0].getMessage() and "500.0" in warnings[0].getMessage()
+
+
+def test_offset_statistic_names_the_diverging_layer_of_a_network(caplog):
+    from sdsd import build_network
+
+    net = build_network({"nf": 8, "nframes": 3, "groups": 2, "front_RBs": 1, "back_RBs": 1}).eval()
+    names = [n for n, mod in net.named_modules() if isinstance(mod, dcn.ModulatedDeformConvPack)]
+    layer = dict(net.named_modules())[names[1]]
+    with torch.no_grad():
+        layer.conv_offset_mask.bias.fill_(300.0)
+        net(torch.rand(1, 3, 3, 32, 32))
+    with caplog.at_level(logging.WARNING, logger="dcn"):
+        values = dcn.report_offsets(net)
+    assert set(values) == set(names) and values[names[1]] > 100
+    assert all(0 <= values[n] < 100 for n in names if n != names[1])
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [f"deformable conv {names[1]}"]
+
+
+def test_offset_statistic_follows_the_module_and_stays_out_of_the_checkpoint():
+    m = dcn.ModulatedDeformConvPack(2, 2, 3, padding=1)
+    assert "offset_abs_mean_max" not in m.state_dict() and dict(m.named_buffers()) == {}
+    m.to(torch.float64)
+    m(torch.randn(1, 2, 4, 4, dtype=torch.float64))
+    assert m.offset_abs_mean_max.dtype == torch.float32
+    moved = dcn.ModulatedDeformConvPack(2, 2, 3, padding=1)
+    with torch.inference_mode():
+        moved.float()
+        moved(torch.randn(1, 2, 4, 4))
+    moved(torch.randn(1, 2, 4, 4)).sum().backward()  # moved and run under inference_mode, still trainable
+    assert not moved.offset_abs_mean_max.is_inference()
+
+
+def test_offset_check_adds_no_graph_break_and_compiles_fullgraph():
+    torch.manual_seed(0)
+    m = dcn.ModulatedDeformConvPack(4, 5, 3, padding=1, deformable_groups=2, extra_offset_mask=True)
+    torch.nn.init.normal_(m.conv_offset_mask.weight, std=0.3)
+    torch.nn.init.normal_(m.conv_offset_mask.bias, std=0.3)
+    x, feat = torch.randn(2, 4, 6, 7), torch.randn(2, 4, 6, 7)
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(m)([x, feat]).graph_break_count == 0
+    dcn.report_offsets(m)
+    eager = m([x, feat])
+    expected = dcn.report_offsets(m)[""]
+    compiled = torch.compile(m, fullgraph=True)
+    out = compiled([x, feat])
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
+    assert dcn.report_offsets(compiled)["_orig_mod"] == pytest.approx(expected, rel=1e-6)
+    out.square().mean().backward()  # the compiled backward runs too
+    assert m.conv_offset_mask.weight.grad.abs().sum() > 0

@@ -16,7 +16,7 @@ from evaluation_helpers import (
     darken,
     make_sdsd_tree,
     overrides,
-    save_checkpoint,
+    save_tiny_checkpoint,
     set_args,
     write_frames,
 )
@@ -38,7 +38,7 @@ SMID = os.path.join(PUBLISHED_TEST, "test_smid.yml")
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = make_sdsd_tree(str(root / "data"))
-    data["checkpoint"] = save_checkpoint(str(root / "tiny_G.pth"))
+    data["checkpoint"] = save_tiny_checkpoint(str(root / "tiny_G.pth"))
     return data
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from evaluation_helpers import PUBLISHED_TEST, make_sdsd_tree, overrides, save_checkpoint, set_args
+from evaluation_helpers import PUBLISHED_TEST, make_sdsd_tree, overrides, save_tiny_checkpoint, set_args
 
 from sdsd.evaluation import quantitative
 
@@ -16,7 +16,7 @@ IN_SDSD = os.path.join(PUBLISHED_TEST, "test_in_sdsd.yml")
 
 def test_torchrun_two_processes_equal_one(tmp_path):
     tree = make_sdsd_tree(str(tmp_path / "data"))
-    checkpoint = save_checkpoint(str(tmp_path / "tiny_G.pth"), seed=1)
+    checkpoint = save_tiny_checkpoint(str(tmp_path / "tiny_G.pth"), seed=1)
 
     single = quantitative.main(["-opt", IN_SDSD, "--no-progress",
                                 *set_args(overrides(tree, checkpoint, str(tmp_path / "one")))])

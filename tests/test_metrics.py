@@ -1,4 +1,4 @@
-"""PSNR/SSIM match SPEC §4 and scikit-image on real photographs; conversions and protocol variants."""
+"""PSNR/SSIM match docs/protocol.md#metrics and scikit-image on real photographs; conversions and protocol variants."""
 
 import math
 
@@ -28,7 +28,7 @@ def sk_ssim(a, b):
 
 
 def spec_ssim(a, b):
-    """SSIM written literally from SPEC §4: filter2D with the outer-product window, per channel, 5-px crop."""
+    """SSIM as docs/protocol.md#ssim states it: filter2D with the outer-product window, per channel, 5-px crop."""
     k = cv2.getGaussianKernel(11, 1.5)
     win = np.outer(k, k.transpose())
     chans = [(a, b)] if a.ndim == 2 else [(a[..., c], b[..., c]) for c in range(a.shape[2])]

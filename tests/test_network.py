@@ -1,4 +1,4 @@
-"""The network matches SPEC §1: keys, shapes, parameter count, Retinex composition, batching, loading."""
+"""The network matches docs/protocol.md#network: keys, shapes, parameter count, Retinex maths, batching, loading."""
 
 import pytest
 import torch
@@ -13,7 +13,7 @@ TINY = dict(which_model_G="denoise_illumination_enhance", nf=8, nframes=5, group
 
 
 def expected_shapes(nf=64, n=5, g=8, front=5, back=10):
-    """The checkpoint keys and shapes, written out from SPEC §1 independently of the implementation."""
+    """The checkpoint keys and shapes, written out from the published layer list independently of the implementation."""
     shapes = {}
 
     def conv(name, cin, cout, k=3):

@@ -18,7 +18,7 @@ import sys
 import av
 import numpy as np
 import pytest
-from evaluation_helpers import TINY_NET, darken, make_sdsd_tree, save_checkpoint, write_frames
+from evaluation_helpers import TINY_NET, darken, make_sdsd_tree, save_tiny_checkpoint, write_frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET = [f"network_G.{k}={v}" for k, v in TINY_NET.items()]
@@ -65,7 +65,7 @@ def workdir(tmp_path_factory):
     make_sdsd_tree(str(work / "data"))
     os.makedirs(work / "pretrain")
     for name in ("indoor", "outdoor", "smid"):
-        save_checkpoint(str(work / "pretrain" / f"{name}_G.pth"))
+        save_tiny_checkpoint(str(work / "pretrain" / f"{name}_G.pth"))
     # SMID layout: one reference image per scene folder, the low-light frames in another root.
     for scene in ("0013", "0001"):
         frames = [np.load(work / "data" / "GT" / "sceneA" / f"{k:04d}.npy") for k in range(6)]

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from sdsd.errors import UserError
+from sdsd.metrics import calculate_psnr
 from sdsd.tools.synthesize import (
     StaleDatasetError,
     degrade_clip,
     linear_to_srgb,
-    psnr_uint8,
     srgb_to_linear,
     synthesize,
 )
@@ -79,7 +79,7 @@ def test_clip_moves_and_input_is_dark_and_noisy(tiny):
     # The recorded PSNR is the per-frame uint8 PSNR averaged per scene, then over scenes.
     scene = summary["scenes"][0]
     values = [
-        psnr_uint8(np.load(out / "input" / scene / f"{i:04d}.npy"), np.load(out / "GT" / scene / f"{i:04d}.npy"))
+        calculate_psnr(np.load(out / "input" / scene / f"{i:04d}.npy"), np.load(out / "GT" / scene / f"{i:04d}.npy"))
         for i in range(4)
     ]
     assert summary["scene_input_psnr_db"][scene] == pytest.approx(np.mean(values))

@@ -198,3 +198,21 @@ def test_validation_psnr_equals_quantitative_test(tmp_path, average):
     metrics = quantitative.main(["-opt", path, "--no-progress"])
     assert metrics["frames"] and len(metrics["frames"]) == result["val"]["frames"]
     assert result["val"]["psnr"] == metrics["psnr"] and result["val"]["ssim"] == metrics["ssim"]
+
+
+def test_training_log_warns_about_diverging_offsets(tmp_path):
+    import dcn
+    from sdsd import build_network
+
+    opt = make_options(tmp_path, niter=1)
+    opt["datasets"].pop("val")
+    net = build_network({k: v for k, v in opt["network_G"].items() if k != "which_model_G"})
+    name = next(n for n, m in net.named_modules() if isinstance(m, dcn.ModulatedDeformConvPack))
+    with torch.no_grad():
+        dict(net.named_modules())[name].conv_offset_mask.bias.fill_(400.0)  # a network whose alignment diverged
+    weights = tmp_path / "diverged_G.pth"
+    torch.save(net.state_dict(), weights)
+    out = train(load(tmp_path, opt, [f"path.pretrain_model_G={weights}", "train.lr_G=0"]), progress=False)
+    with open(out["log_file"], encoding="utf-8") as fh:
+        lines = [line for line in fh if "offset mean" in line]
+    assert len(lines) == 1 and f"deformable conv {name}: offset mean reached 400.0 px" in lines[0], lines

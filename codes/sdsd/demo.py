@@ -27,6 +27,7 @@ import torch
 
 from sdsd import options
 from sdsd.errors import UserError, cli_main
+from sdsd.metrics import calculate_psnr
 from sdsd.utils.io import atomic_write_json
 
 TRAIN_OPT = os.path.join("options", "train", "train_demo.yml")
@@ -54,11 +55,6 @@ def _uint8(t: torch.Tensor) -> np.ndarray:
     return (t.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def _psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(20 * np.log10(255.0 / np.sqrt(mse)))
-
-
 def oracle_brightening(pairs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> dict:
     """Fit ``clip(gain * x ** gamma, 0, 1)`` on all test frames, maximising the protocol's PSNR.
 
@@ -81,7 +77,7 @@ def oracle_brightening(pairs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> d
             if blur:
                 bright = _gaussian_blur(bright)
             out = _uint8(bright)
-            per_scene.append(np.mean([_psnr_u8(o, g) for o, g in zip(out, y)]))
+            per_scene.append(np.mean([calculate_psnr(o, g) for o, g in zip(out, y)]))
         return float(np.mean(per_scene))
 
     # For each gamma the least-squares gain is closed-form; then refine the best pair on a finer grid.

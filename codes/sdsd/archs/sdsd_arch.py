@@ -1,6 +1,6 @@
 """SDSD-Net (``denoise_illumination_enhance``): PCD alignment, TSA fusion, and two Retinex branches.
 
-The parameter names and the maths follow the published network exactly (SPEC §1), so the published
+The parameter names and the maths follow the published network exactly (docs/protocol.md#network), so the published
 checkpoints load with ``strict=True``. The one structural change is speed: all frames of a window go
 through feature extraction and PCD alignment as one batch instead of a Python loop, and a caller can compute
 each frame's features once and reuse them across overlapping windows (:meth:`extract_features` +
@@ -139,7 +139,7 @@ class DenoiseIlluminationEnhance(nn.Module):
 
     Returns ``(enhanced, illumination, denoised)``, each ``B x 3 x H x W``:
     ``denoised = centre - noise``, ``illumination = min(max(ill_raw, centre), 1)``,
-    ``enhanced = denoised / clamp(illumination, 1e-3, 1)`` (Retinex composition, SPEC §1).
+    ``enhanced = denoised / clamp(illumination, 1e-3, 1)`` (the Retinex composition).
 
     The defaults are the published network (the option schema's ``network_G`` defaults). The option-file keys
     ``predeblur`` and ``HR_in`` are legacy keys that :func:`sdsd.archs.build_network` drops.

@@ -1,4 +1,6 @@
-"""The SDSD training objective (SPEC §2; paper Sec. 4, the self-supervised denoising and Retinex terms).
+"""The SDSD training objective (paper Sec. 4: the self-supervised denoising and Retinex terms).
+
+See also docs/protocol.md#training-objective.
 
 One iteration sees the low-light window ``L`` (``B x N x 3 x h x w``) and the normal-light centre frame ``G``:
 

@@ -1,4 +1,4 @@
-"""Pixel criteria with SUMMED reductions, as the reference trains with (SPEC §2, step 3).
+"""Pixel criteria with SUMMED reductions, as the reference trains with (docs/protocol.md#sums-not-means).
 
 A YAML file names them by ``train.pixel_criterion`` (``cb`` or ``l1``) through :data:`sdsd.registry.LOSS_REGISTRY`.
 """

@@ -1,4 +1,4 @@
-"""Image quality metrics: the published PSNR/SSIM (SPEC §4) and their protocol variants."""
+"""Image quality metrics: the published PSNR/SSIM (docs/protocol.md#metrics) and their protocol variants."""
 
 from sdsd.metrics.psnr_ssim import (
     CHANNELS,

@@ -1,4 +1,4 @@
-"""PSNR and SSIM exactly as the published SDSD numbers were computed (SPEC §4), plus protocol variants.
+"""PSNR and SSIM exactly as the published SDSD numbers were computed, plus protocol variants.
 
 The published protocol: every output and GT frame is turned into a uint8 BGR ``H x W x 3`` image
 (:func:`tensor_to_uint8_bgr`: clamp to [0, 1], x255, round), then
@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: the dataset tools score uint8 frames without loading it
+    import torch
 
 __all__ = [
     "calculate_psnr",
@@ -108,6 +111,8 @@ def tensor_to_uint8_bgr(tensor: torch.Tensor) -> np.ndarray:
     Clamp to [0, 1], multiply by 255 and round half to even (as ``numpy.round``) in float32, the published
     ``to_uint8`` conversion. A ``H x W`` tensor gives an ``H x W`` array.
     """
+    import torch
+
     if tensor.dim() not in (2, 3):
         raise ValueError(f"expected a 3 x H x W or H x W tensor, got shape {tuple(tensor.shape)}")
     img = tensor.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu()
@@ -133,6 +138,8 @@ def gt_mean_scale(output: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
     Both are ``3 x H x W`` RGB tensors in [0, 1]; the output is clamped to [0, 1] first and after scaling.
     """
+    import torch
+
     weights = torch.tensor(_LUMA_RGB, dtype=torch.float64, device=output.device).view(3, 1, 1)
     out = output.detach().double().clamp(0, 1)
     mean_out = (out * weights).sum(0).mean()

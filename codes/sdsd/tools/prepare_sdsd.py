@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from sdsd.errors import UserError, cli_main
 from sdsd.utils.cli import ArgumentParser, HelpFormatter
+from sdsd.utils.io import atomic_save_npy, remove_stale_temps
 
 # Workers are spawned, not forked: a fork of a process whose OpenCV/torch thread pools are running can deadlock
 # in the child (seen when called from a process that imported torch).
@@ -52,16 +53,8 @@ def _convert_one(src: str, dst: str, size: tuple[int, int], interp: int) -> str 
     height, width = size
     if img.shape[:2] != (height, width):
         img = cv2.resize(img, (width, height), interpolation=interp)
-    dst_path = Path(dst)
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst_path.with_name(f".{dst_path.name}.{os.getpid()}.tmp")  # hidden: `glob(folder/*)` never lists it
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(img))
-        os.replace(tmp, dst_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # Written to a hidden temporary name and renamed: `glob(folder/*)` never lists a half-written frame.
+    atomic_save_npy(np.ascontiguousarray(img), dst)
     return None
 
 
@@ -118,6 +111,7 @@ def prepare_sdsd(
     pairs = find_frames(src, dst)
     if not pairs:
         raise UserError(f"no .png files under {src}; expected SRC/<subfolders>/<scene>/<frame>.png")
+    remove_stale_temps(str(dst), recursive=True)  # frames an interrupted earlier run was writing
     todo = [(png, npy) for png, npy in pairs if not npy.is_file()]
     flag = INTERPOLATIONS[interp]
     workers = workers or os.cpu_count() or 1

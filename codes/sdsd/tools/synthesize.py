@@ -55,7 +55,9 @@ import cv2
 import numpy as np
 
 from sdsd.errors import UserError, cli_main
+from sdsd.metrics import calculate_psnr
 from sdsd.utils.cli import ArgumentParser, HelpFormatter
+from sdsd.utils.io import atomic_save_npy, atomic_write_json, atomic_write_text, remove_stale_temps
 
 # Workers are spawned, not forked: a fork of a process whose OpenCV/torch thread pools are running can deadlock
 # in the child (seen when called from a process that imported torch).
@@ -146,12 +148,6 @@ def degrade_clip(
         x += np.float32(read_noise) * rng.standard_normal(size=x.shape, dtype=np.float32)
     low = np.round(linear_to_srgb(x) * 255.0).astype(np.uint8)
     return low, {"exposure": k, "gains": [float(g) for g in gains]}
-
-
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images: ``20 * log10(255 / sqrt(mse))`` in float64 (inf when equal)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(20.0 * math.log10(255.0 / math.sqrt(mse)))
 
 
 # --------------------------------------------------------------------------------------------- image scenes
@@ -339,28 +335,6 @@ def _scene_rngs(seed: int, scene_index: int) -> tuple[np.random.Generator, np.ra
     return np.random.default_rng(content), np.random.default_rng(noise)
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a hidden temp file in the same folder, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _frame_names(frames: int) -> list[str]:
     width = max(4, len(str(frames - 1)))
     return [f"{i:0{width}d}.npy" for i in range(frames)]
@@ -377,9 +351,8 @@ def _scene_complete(out: Path, scene: str, frames: int) -> bool:
 
 
 def _scene_psnr_from_disk(out: Path, scene: str, frames: int) -> float:
-    values = [
-        psnr_uint8(np.load(out / "input" / scene / n), np.load(out / "GT" / scene / n)) for n in _frame_names(frames)
-    ]
+    values = [calculate_psnr(np.load(out / "input" / scene / n), np.load(out / "GT" / scene / n))
+              for n in _frame_names(frames)]
     return float(np.mean(values))
 
 
@@ -400,9 +373,9 @@ def _finish_scene(out: Path, scene: str, scene_index: int, clip: np.ndarray | No
     for sub in ("GT", "input"):
         (out / sub / scene).mkdir(parents=True, exist_ok=True)
     for name, gt, lq in zip(_frame_names(len(clip)), clip, low):
-        _save_atomic(out / "GT" / scene / name, gt)
-        _save_atomic(out / "input" / scene / name, lq)
-    return float(np.mean([psnr_uint8(lq, gt) for gt, lq in zip(clip, low)]))
+        atomic_save_npy(gt, out / "GT" / scene / name)
+        atomic_save_npy(lq, out / "input" / scene / name)
+    return float(np.mean([calculate_psnr(lq, gt) for gt, lq in zip(clip, low)]))
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -451,7 +424,7 @@ def _prepare_out(out: Path, params: dict) -> dict | None:
                 return None  # half-written summaries cannot exist (atomic), but a hand-edited one is just redone
         return None
     out.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(marker, json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "params": params}))
+    atomic_write_text(json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "params": params}), marker)
     return None
 
 
@@ -528,6 +501,7 @@ def synthesize(
         if verbose:
             print(_summary_line(out, done, time.perf_counter() - started, skipped=True))
         return done
+    remove_stale_temps(str(out), recursive=True)  # files an interrupted earlier run was writing
 
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     psnr: dict[int, float] = {}
@@ -567,8 +541,8 @@ def synthesize(
         "input_psnr_db": float(np.mean(per_scene)),
         "scene_input_psnr_db": dict(zip(names, per_scene)),
     }
-    _write_text_atomic(out / _TESTING_FILE, summary["testing_dir"] + "\n")
-    _write_text_atomic(out / _SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(summary["testing_dir"] + "\n", out / _TESTING_FILE)
+    atomic_write_json(summary, out / _SUMMARY_FILE)
     if verbose:
         print(_summary_line(out, summary, time.perf_counter() - started, skipped=False))
     return summary

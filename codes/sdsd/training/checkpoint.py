@@ -4,6 +4,10 @@
 ``<experiments_root>/training_state/<iter>.state`` holds the iteration, epoch, optimiser and scheduler state, the
 AMP scaler state and every rank's RNG states (as tensors and plain Python values). The weights file of an
 iteration is written before its state file, so a state file on disk always has its weights beside it.
+
+:func:`write_checkpoint` writes both files (rank 0 only); the training loop's
+:func:`sdsd.training.trainer.save_checkpoint` is what every rank calls: it gathers the RNG states, then rank 0
+calls :func:`write_checkpoint`.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def save_weights(net: torch.nn.Module, path: str) -> None:
     atomic_torch_save(state, path)
 
 
-def save_checkpoint(experiments_root: str, iteration: int, epoch: int, net, optimizer, scheduler, scaler=None,
+def write_checkpoint(experiments_root: str, iteration: int, epoch: int, net, optimizer, scheduler, scaler=None,
                     rng_states: list | None = None, network_opt: dict | None = None,
                     keep_last: int | None = None) -> str:
     """Write ``models/<iter>_G.pth`` then ``training_state/<iter>.state``; prune to ``keep_last``. Rank 0 only.

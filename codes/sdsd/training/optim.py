@@ -1,4 +1,4 @@
-"""The Adam optimiser of the reference, including the ``ft_tsa_only`` warm start (SPEC §2)."""
+"""Adam as the reference uses it, with the ``ft_tsa_only`` warm start (docs/protocol.md#optimiser-and-schedules)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Learning-rate schedules with restarts, reproducing the reference schedules (SPEC §2).
+"""Learning-rate schedules with restarts, as the reference schedules them (docs/protocol.md#optimiser-and-schedules).
 
 Both schedules are *recursive*: each step derives the new learning rate from the one currently in the optimiser's
 param group, so anything that overwrites ``group['lr']`` between steps (warm-up, ``ft_tsa_only``) feeds into the

@@ -1,7 +1,7 @@
 """One training run, as a sequence of small steps: prepare, build, (resume), loop, save.
 
 :func:`train` is the whole run and is what ``train.py`` and in-process callers (the demo, tests) call. The pieces
-(:func:`train_step`, :func:`run_validation`, :func:`sdsd.training.checkpoint.save_checkpoint`,
+(:func:`train_step`, :func:`run_validation`, :func:`sdsd.training.checkpoint.write_checkpoint`,
 the loggers in :mod:`sdsd.training.log`) can each be used alone. Validation runs the network through the inference
 engine (:mod:`sdsd.inference`) and scores it with :func:`sdsd.evaluation.quantitative.score`, the loop of
 ``quantitative_test.py``: the PSNR logged here is the one the quantitative test reports for the same weights.
@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dcn import report_offsets
 from sdsd.archs import build_network, load_network, unwrap
 from sdsd.archs.fastconv import apply_conv_backend
 from sdsd.errors import UserError
@@ -283,9 +284,9 @@ def save_checkpoint(state: TrainState) -> None:
         # Resuming restarts the stored epoch from its first batch (as the reference does); a state written after
         # the last batch of an epoch therefore stores the next epoch, so no epoch is seen twice.
         epoch = state.epoch + 1 if state.epoch_done else state.epoch
-        path = ckpt.save_checkpoint(state.opt["path"]["experiments_root"], state.iteration, epoch, state.model,
-                                    state.optimizer, state.scheduler, state.scaler, rng_states=rngs,
-                                    network_opt=state.opt["network_G"], keep_last=state.opt["train"]["keep_last"])
+        path = ckpt.write_checkpoint(state.opt["path"]["experiments_root"], state.iteration, epoch, state.model,
+                                     state.optimizer, state.scheduler, state.scaler, rng_states=rngs,
+                                     network_opt=state.opt["network_G"], keep_last=state.opt["train"]["keep_last"])
         logger.info("saved %s", path)
     barrier()
 
@@ -452,4 +453,5 @@ def log_iteration(state: TrainState, values: dict[str, float], seconds: float, t
     lr_text = ",".join(f"{lr:.3e}" for lr in lrs)
     logger.info("<epoch:%3d, iter:%8d, lr:(%s), %.3f s/it> %s", state.epoch, state.iteration, lr_text, seconds,
                 loss_text)
+    report_offsets(state.model, log=logger)  # warns when a deformable layer's offsets diverged since the last line
     bar.set_loss(values["total"])
