@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -48,6 +47,7 @@ import numpy as np
 from av.video.reformatter import Interpolation
 
 from sdsd.errors import UserError
+from sdsd.utils import io as io_utils
 
 logger = logging.getLogger("sdsd")
 
@@ -204,14 +204,6 @@ def _check_rate(fps, what: str) -> Fraction:
                         "frames/s (one frame per 1000 s)")
     rate = Fraction(fps).limit_denominator(1001)
     return rate if rate >= MIN_FPS else Fraction(fps).limit_denominator(10**6)
-
-
-def _apply_umask(path: str, mode: int) -> None:
-    """Give a file made by ``mkstemp``/``mkdtemp`` (owner only) the permissions a plain create would."""
-    mask = os.umask(0)
-    os.umask(mask)
-    with contextlib.suppress(OSError):
-        os.chmod(path, mode & ~mask)
 
 
 # -- reading ------------------------------------------------------------------------------------------------------
@@ -579,7 +571,7 @@ class VideoWriter(_AtomicOutput):
         # Each candidate encoder gets a fresh container so a failed attempt leaves no dead stream behind.
         for name in candidates:
             try:
-                self._tmp = _temp_name(path)
+                self._tmp = io_utils.temp_path_for(path)
             except OSError as exc:
                 raise UserError(f"cannot write the video {path} ({_first_line(exc)}); check the folder") from None
             try:
@@ -677,8 +669,7 @@ class VideoWriter(_AtomicOutput):
                 self._audio.pump(float(self._end * self.time_base))
                 self._audio.close()
             self._container.close()
-            _apply_umask(self._tmp, 0o666)
-            os.replace(self._tmp, self.path)
+            io_utils.commit(self._tmp, self.path)  # fsync, rename, fsync the folder
         except BaseException as exc:
             self.abort()
             if isinstance(exc, (av.FFmpegError, OSError)):
@@ -693,7 +684,8 @@ class VideoWriter(_AtomicOutput):
                 with contextlib.suppress(Exception):
                     thing.close()
         if self._tmp is not None:
-            _remove(self._tmp)
+            with contextlib.suppress(OSError):
+                os.remove(self._tmp)
 
 
 _FRAME_NAME = re.compile(r"^\d{6}\.png$")
@@ -730,8 +722,7 @@ class FolderWriter(_AtomicOutput):
                                 "give a new or empty folder (one holding only NNNNNN.png frames is replaced)")
         try:
             os.makedirs(parent, exist_ok=True)
-            self._tmp = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(path)) + ".", suffix=".tmp",
-                                         dir=parent)
+            self._tmp = io_utils.make_temp_dir(path)
         except OSError as exc:
             raise UserError(f"cannot write frames to {path} ({_first_line(exc)}); check the path") from None
 
@@ -754,17 +745,15 @@ class FolderWriter(_AtomicOutput):
         target = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
         old = None
         try:
+            for name in os.listdir(self._tmp):  # the frames reach the disk before the folder is renamed
+                io_utils.fsync_file(os.path.join(self._tmp, name))
             if os.path.isdir(target):
-                _apply_umask(self._tmp, 0o777)
                 with contextlib.suppress(OSError):
                     os.chmod(self._tmp, stat.S_IMODE(os.stat(target).st_mode))
-                old = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".", suffix=".old",
-                                       dir=os.path.dirname(os.path.abspath(target)))
+                old = io_utils.make_temp_dir(target)
                 os.replace(target, old)
-            else:
-                _apply_umask(self._tmp, 0o777)
             try:
-                os.replace(self._tmp, target)
+                io_utils.commit(self._tmp, target)
             except OSError:
                 if old is not None:
                     os.replace(old, target)
@@ -822,16 +811,3 @@ def open_writer(path: str, width: int, height: int, fps: Fraction | float = DEFA
         raise UserError(f"cannot write to {parent}: permission denied; choose another output path")
     return VideoWriter(path, width, height, fps, audio_from=audio_from, codec=codec, crf=crf, color=color,
                        bit_depth=bit_depth, time_base=time_base)
-
-
-def _temp_name(path: str) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
-    base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=folder)
-    os.close(fd)
-    return tmp
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.remove(path)

@@ -40,6 +40,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "commit",
+    "fsync_file",
     "fsync_folder",
     "make_folder",
     "make_temp_dir",
@@ -108,7 +109,8 @@ def make_temp_dir(path: str) -> str:
     raise FileExistsError(errno.EEXIST, "no free temporary name", path)
 
 
-def _fsync_path(path: str) -> None:
+def fsync_file(path: str) -> None:
+    """Flush one file's data to disk."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         os.fsync(fd)
@@ -134,7 +136,7 @@ def commit(tmp: str, path: str) -> None:
     renamed as it is (its files are the writer's to flush).
     """
     if not os.path.isdir(tmp):
-        _fsync_path(tmp)
+        fsync_file(tmp)
     os.replace(tmp, path)
     fsync_folder(os.path.dirname(os.path.abspath(path)))
 
