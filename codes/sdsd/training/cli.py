@@ -49,6 +49,10 @@ def restarted_by_torchrun() -> bool:
 FAILURES_DIR = ".failures"
 
 
+class RepeatedFailureError(UserError):
+    """The two attempts before this torchrun restart failed the same way: the run is not resumed again."""
+
+
 def torchrun_restart_count() -> int | None:
     """The restart number torchrun gives this worker (0 for the first attempt); ``None`` outside torchrun."""
     value = os.environ.get("TORCHELASTIC_RESTART_COUNT")
@@ -86,8 +90,11 @@ def record_failure(experiments_root: str, rank: int, iteration: int | None, exc:
     path = os.path.join(folder, f"rank{rank}.json")
     records = _read_records(path)
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    records.append({"restart": torchrun_restart_count(), "iteration": iteration, "digest": failure_digest(exc),
-                    "error": f"{type(exc).__name__}: {first[:300]}"})
+    record = {"restart": torchrun_restart_count(), "iteration": iteration, "digest": failure_digest(exc),
+              "error": f"{type(exc).__name__}: {first[:300]}"}
+    if isinstance(exc, RepeatedFailureError):
+        record = {"restart": record["restart"], "stopped": str(exc)}  # later restarts stop the same way
+    records.append(record)
     try:
         os.makedirs(folder, exist_ok=True)
         atomic_write_json(records[-10:], path)
@@ -132,9 +139,13 @@ def check_repeated_failure(experiments_root: str, restart: int | None = None) ->
             continue
         by_restart = {r.get("restart"): r for r in _read_records(os.path.join(folder, name))}
         last, before = by_restart.get(restart - 1), by_restart.get(restart - 2)
-        if last and before and (last.get("iteration"), last.get("digest")) == (before.get("iteration"),
-                                                                                before.get("digest")):
+        if last and last.get("stopped"):
+            message = str(last["stopped"])
+            raise RepeatedFailureError(message.replace(f"restart {restart - 1}:", f"restart {restart}:", 1))
+        if last and before and not before.get("stopped") and (last.get("iteration"), last.get("digest")) == (
+                before.get("iteration"), before.get("digest")):
             where = f"iteration {last['iteration']}" if last.get("iteration") is not None else "start-up"
-            raise UserError(f"torchrun restart {restart}: the last two attempts failed the same way at {where} "
-                            f"({name[:-5]}: {last.get('error')}); a restart would fail again, so it does not resume: "
-                            "fix the cause, then run again with --auto_resume")
+            raise RepeatedFailureError(
+                f"torchrun restart {restart}: the last two attempts failed the same way at {where} ({name[:-5]}: "
+                f"{last.get('error')}); a restart would fail again, so it does not resume: fix the cause, then run "
+                "again with --auto_resume")

@@ -137,15 +137,17 @@ def prepare_experiment(opt: dict, auto_resume: bool, rank: int, lock: Experiment
     """
     paths = opt["path"]
     exp_root = paths["experiments_root"]
-    decision = None
+    decision, failure = None, None
     if rank == 0:
         try:
             decision = {"resume": _decide_resume(opt, exp_root, auto_resume, lock)}
         except UserError as exc:
-            decision = {"error": str(exc)}
+            decision, failure = {"error": str(exc), "kind": type(exc)}, exc
     decision = all_gather_object(decision)[0]
+    if failure is not None:
+        raise failure
     if "error" in decision:
-        raise UserError(decision["error"])
+        raise decision["kind"](decision["error"])
     return decision["resume"]
 
 
@@ -488,6 +490,27 @@ def train(opt: dict, *, auto_resume: bool = False, argv: list[str] | None = None
             lock.release()
 
 
+@contextlib.contextmanager
+def _held_back(log: logging.Logger):
+    """Collect the warnings logged inside the block (before the log file exists) to replay them into it.
+
+    If the block raises, they are printed at once, as they would have been without this.
+    """
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    log.addHandler(handler)
+    try:
+        yield records
+    except BaseException:
+        log.removeHandler(handler)
+        for record in records:
+            logging.lastResort.handle(record)
+        raise
+    finally:
+        log.removeHandler(handler)
+
+
 @dataclasses.dataclass
 class _Where:
     """How far a run got (the iteration in progress), for the failure record."""
@@ -499,8 +522,11 @@ def _run(opt: dict, info: DistInfo, auto_resume: bool, argv, progress, lock, whe
     """The body of :func:`train` (options checked; the caller holds the lock's release and the failure record)."""
     train_opt, log_opt = opt["train"], opt["logger"]
     exp_root = opt["path"]["experiments_root"]
-    resume_path = prepare_experiment(opt, auto_resume, info.rank, lock=lock)
+    with _held_back(logger) as early:  # what prepare_experiment says (archived, set aside, ...) goes to the log too
+        resume_path = prepare_experiment(opt, auto_resume, info.rank, lock=lock)
     log_file = setup_text_log(exp_root, info.rank, timestamp())
+    for record in early:
+        logger.handle(record)
     tb = TensorBoardLogger(tb_log_dir(opt), enabled=info.is_main and bool(opt.get("use_tb_logger")))
     bar = None
     try:
@@ -512,7 +538,7 @@ def _run(opt: dict, info: DistInfo, auto_resume: bool, argv, progress, lock, whe
         state = build_training(opt, info, resuming=bool(resume_path))
         if resume_path:
             resume(state, resume_path)
-        where.iteration = state.iteration
+        where.iteration = state.iteration + 1  # the iteration in progress, from fetching its batch on
         niter = train_opt["niter"]
         logger.info("training from iteration %d to %d", state.iteration + 1, niter)
 
@@ -523,7 +549,6 @@ def _run(opt: dict, info: DistInfo, auto_resume: bool, argv, progress, lock, whe
             sampler.set_epoch(state.epoch)
             for position, batch in enumerate(loader, start=1):
                 state.iteration += 1
-                where.iteration = state.iteration
                 state.epoch_done = position == len(loader)
                 terms = train_step(state, batch, state.iteration)
                 window_iters += 1
@@ -537,6 +562,7 @@ def _run(opt: dict, info: DistInfo, auto_resume: bool, argv, progress, lock, whe
                     last_val = run_validation(state, val_loader, tb)
                 if it % log_opt["save_checkpoint_freq"] == 0 or it == niter:
                     save_checkpoint(state)
+                where.iteration = it + 1
                 if it >= niter:
                     break
             if state.epoch_done:
