@@ -408,14 +408,20 @@ def _write_failure(exc: BaseException, exp_root: str, iteration: int, what: str 
     if what is None and not os.path.exists(os.path.join(ckpt.states_dir(exp_root), f"{iteration}.state")):
         with contextlib.suppress(OSError):
             os.remove(orphan)  # weights without their state: not a checkpoint, and they take space
+    try:
+        free_bytes = shutil.disk_usage(exp_root).free
+        free = f"; {free_bytes / 2**20:.1f} MiB free there"
+    except OSError:
+        free_bytes, free = None, ""
     if cause is not None and cause.errno is not None:
         reason = f"{os.strerror(cause.errno)} (errno {errno.errorcode.get(cause.errno, cause.errno)})"
     else:
         reason = (str(cause or exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    try:
-        free = f"; {shutil.disk_usage(exp_root).free // 2**20} MiB free there"
-    except OSError:
-        free = ""
+        # torch.save to a path reports a short write only as its archive writer's position mismatch
+        sizes = [entry.stat().st_size for entry in os.scandir(ckpt.states_dir(exp_root)) if entry.is_file()] \
+            if os.path.isdir(ckpt.states_dir(exp_root)) else []
+        if free_bytes is not None and free_bytes < 2 * max(sizes, default=2**20):
+            reason = f"the disk is full (the write stopped short: {reason})"
     previous = ckpt.find_latest_state(exp_root)
     kept = f"the last checkpoint, {previous}, is intact" if previous else "no earlier checkpoint exists"
     what = what or f"the checkpoint of iteration {iteration}"
