@@ -197,3 +197,16 @@ def test_module_entry_point_in_a_subprocess(tiny, tmp_path):
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: ")
     assert sorted(os.listdir(tmp_path)) == ["bad.mkv"]
+
+
+def test_stale_temporary_files_of_a_killed_run_are_removed(tiny, tmp_path, capsys):
+    """A SIGKILL leaves the hidden temporary output behind; the next run in that folder removes it if it is old."""
+    src = make_video(str(tmp_path / "in.mp4"), make_frames(3, 32, 32), audio=None)
+    old = tmp_path / ".out.0123abcd.tmp.mp4"
+    fresh = tmp_path / ".other.4567cdef.tmp.mp4"  # another process may be writing this one right now
+    old.write_bytes(b"partial")
+    fresh.write_bytes(b"partial")
+    os.utime(old, (1e9, 1e9))
+    assert run_cli(src, "-o", tmp_path / "out.mp4", "--model", tiny[1]) == 0
+    assert not old.exists() and fresh.exists()
+    assert f"removed {old}" in capsys.readouterr().err

@@ -67,6 +67,9 @@ def test_metrics_json_schema(published_run, tree, capsys):
         assert isinstance(data[key], kind), key
     assert data["protocol"] == {"average": "scene", "channel": "rgb", "gt_mean": False, "self_ensemble": False}
     assert data["checkpoint"] == tree["checkpoint"]
+    n = len(torch.load(tree["checkpoint"], weights_only=True))
+    assert data["checkpoint_keys"] == {"loaded": n, "missing": 0, "unexpected": 0}
+    assert data["engine"]["runtime"] == "torch" and data["engine"]["precision"] == "fp32"
     assert list(data["scenes"]) == ["sceneA", "sceneB"]  # test scenes only, in order
     assert {s: v["frames"] for s, v in data["scenes"].items()} == tree["lengths"]
     assert [(r["scene"], r["index"]) for r in data["frames"]] == [("sceneA", i) for i in range(7)] + \

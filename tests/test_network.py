@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sdsd
-from sdsd.archs import load_network, read_state_dict
+from sdsd.archs import load_network, load_network_report, read_state_dict
 from sdsd.errors import UserError
 
 PUBLISHED = dict(which_model_G="denoise_illumination_enhance", nf=64, nframes=5, groups=8, front_RBs=5,
@@ -193,7 +193,14 @@ def test_checkpoint_that_does_not_fit(tmp_path):
     torch.save(state, path)
     with pytest.raises(UserError, match="1 missing keys, first: conv_last.bias; 1 unexpected keys, first: extra"):
         load_network(sdsd.build_network(TINY), str(path))
-    load_network(sdsd.build_network(TINY), str(path), strict=False)
+    # Non-strict loading tolerates only the checkpoint's extra keys: a missing tensor would stay random.
+    with pytest.raises(UserError, match=r"1 of its \d+ tensors are missing from the checkpoint \(first: conv_last"):
+        load_network(sdsd.build_network(TINY), str(path), strict=False)
+    state["conv_last.bias"] = net.state_dict()["conv_last.bias"]
+    torch.save(state, path)
+    report = load_network_report(sdsd.build_network(TINY), str(path), strict=False)
+    assert report.counts() == {"loaded": len(net.state_dict()), "missing": 0, "unexpected": 1}
+    assert report.unexpected == ("extra.weight",)
 
 
 def test_unreadable_checkpoint_names_the_file(tmp_path):

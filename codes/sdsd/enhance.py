@@ -35,11 +35,13 @@ import torch
 from sdsd.archs.fastconv import CONV_BACKENDS
 from sdsd.errors import UserError, cli_main
 from sdsd.inference import MIN_SIZE, Engine, TorchBackend
+from sdsd.utils.io import remove_stale_temps
 
 __all__ = ["PRETRAINED", "resolve_model", "load_engine", "peak_memory_mib", "enhance_one", "enhance_file",
            "archive_inputs", "archive_outputs", "enhance_archive", "main"]
 
 PRETRAINED = ("indoor", "outdoor", "smid")
+STALE_TEMP_AGE_S = 3600
 PRETRAINED_URL = "https://drive.google.com/file/d/1_V0Dxtr4dZ5xZuOsU1gUIUYUDKJvj7BZ/view?usp=sharing"
 
 
@@ -88,7 +90,7 @@ def load_engine(model: str, opt_path: str | None = None, *, device: torch.device
         # may be left out, so a file holding only a network_G block is enough.
         opt = options.load(opt_path, ["name=enhance"], is_train=False)
         network_opts, file_backend = opt["network_G"], opt.get("conv_backend", "auto")
-    net, _ = load_model(resolve_model(model), network_opts, strict=True)
+    net, _, _ = load_model(resolve_model(model), network_opts, strict=True)
     backend = TorchBackend(net, device, precision=precision, conv_backend=conv_backend or file_backend)
     return Engine(backend, chunk=batch, batch=batch, tile=tile, overlap=overlap, self_ensemble=self_ensemble)
 
@@ -228,6 +230,10 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    # Temporary files of our own naming that no writer touched for an hour were left by a killed run (SIGKILL
+    # cannot be caught); younger ones may belong to another process writing into the same folder right now.
+    for stale in remove_stale_temps(os.path.dirname(os.path.abspath(output_path)), min_age_s=STALE_TEMP_AGE_S):
+        print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
     start = time.perf_counter()
     try:
         # Colour follows the source unless --colorspace/--color-range say; timestamps use the source's unit.
@@ -430,7 +436,14 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         0, or for an archive the number of inputs that failed (at most 100).
     """
+    from sdsd.utils.signals import sigterm_as_interrupt
+
     args = build_parser().parse_args(argv)
+    with sigterm_as_interrupt():  # torchrun stops workers with SIGTERM: clean up as on Ctrl-C
+        return _run(args)
+
+
+def _run(args) -> int:
     files = archive_inputs(args.inputs)
     if files is None:
         if len(args.inputs) != 1:

@@ -263,6 +263,8 @@ class Engine:
             raise UserError(f"the tile overlap {self.overlap} must be at most half of the tile size {self.tile}; "
                             "lower the overlap or raise the tile size")
         self._tilings: dict[tuple[int, int], _Tiling] = {}
+        #: ``{"loaded", "missing", "unexpected"}`` key counts of the checkpoint, when the engine loaded one.
+        self.checkpoint_keys: dict | None = None
 
     @property
     def nframes(self) -> int:
@@ -476,9 +478,12 @@ def engine_from_options(opt: dict, device: torch.device, *, self_ensemble: bool 
                         "(e.g. --set path.pretrain_model_G=pretrain/indoor_G.pth)")
     if not os.path.isfile(path):
         raise UserError(f"path.pretrain_model_G: checkpoint {path} does not exist; download it or fix the path")
-    net, _ = load_model(path, opt.get("network_G") or {}, strict=bool(opt["path"].get("strict_load", True)))
+    net, _, report = load_model(path, opt.get("network_G") or {},
+                                strict=bool(opt["path"].get("strict_load", True)))
     backend = TorchBackend(net, device, conv_backend=opt.get("conv_backend", "auto"))
-    return Engine(backend, chunk=chunk, batch=batch, self_ensemble=self_ensemble)
+    engine = Engine(backend, chunk=chunk, batch=batch, self_ensemble=self_ensemble)
+    engine.checkpoint_keys = report.counts()
+    return engine
 
 
 # -- datasets -----------------------------------------------------------------------------------------------------

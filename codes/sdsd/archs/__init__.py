@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import logging
 import os
@@ -18,7 +19,8 @@ from . import sdsd_arch  # noqa: F401  (registers denoise_illumination_enhance)
 
 logger = logging.getLogger("sdsd")
 
-__all__ = ["build_network", "load_model", "load_network", "network_options_from_state", "read_state_dict", "unwrap"]
+__all__ = ["LoadReport", "build_network", "load_model", "load_network", "load_network_report",
+           "network_options_from_state", "read_state_dict", "unwrap"]
 
 
 def build_network(network_opts: dict) -> nn.Module:
@@ -83,11 +85,38 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_network(net: nn.Module, path: str, strict: bool = True) -> nn.Module:
-    """Load a published-format checkpoint into ``net`` (unwrapping DDP/compile wrappers).
+@dataclasses.dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_network_report` loaded: the checkpoint, the tensors loaded and the keys that did not match.
 
-    With ``strict=True`` every key must match; otherwise missing/unexpected keys are logged and skipped.
-    A shape mismatch is always an error. Errors are one line naming the first offending keys.
+    ``missing`` is always empty after a successful load (a missing key is an error); ``unexpected`` lists the
+    checkpoint's extra keys, which only ``strict=False`` tolerates.
+    """
+
+    path: str
+    loaded: int
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """``{"loaded", "missing", "unexpected"}`` as numbers, e.g. for a metrics JSON."""
+        return {"loaded": self.loaded, "missing": len(self.missing), "unexpected": len(self.unexpected)}
+
+
+def load_network_report(net: nn.Module, path: str, strict: bool = True) -> LoadReport:
+    """Load a published-format checkpoint into ``net`` (unwrapping DDP/compile wrappers) and say what was loaded.
+
+    Every tensor of the network must come from the checkpoint, with its shape: a missing key or a shape mismatch is
+    always an error, since a network with some tensors left at their random initialisation would be scored or
+    trained as if it were the checkpoint's. ``strict=False`` (``path.strict_load: false``) only tolerates keys of
+    the checkpoint that the network does not have, e.g. a checkpoint of a larger variant; they are logged and
+    skipped. Errors are one line naming the first offending keys.
+
+    Returns:
+        The :class:`LoadReport` (loaded / missing / unexpected keys).
+
+    Raises:
+        UserError: unreadable file, shape mismatch, missing keys, or unexpected keys with ``strict=True``.
     """
     target = unwrap(net)
     state = read_state_dict(path)
@@ -99,16 +128,33 @@ def load_network(net: nn.Module, path: str, strict: bool = True) -> nn.Module:
     if shapes:
         raise UserError(f"{path} does not fit the network ({len(shapes)} shape mismatches, first: {shapes[0]}); "
                         "check network_G (nf, nframes, groups, front_RBs, back_RBs, w_TSA)")
+    if missing and not strict:
+        raise UserError(f"{path} does not fit the network: {len(missing)} of its {len(own)} tensors are missing "
+                        f"from the checkpoint (first: {', '.join(missing[:3])}; {len(own) - len(missing)} would load)"
+                        "; even with strict_load: false every tensor of the network must be in the checkpoint, "
+                        "check path.pretrain_model_G and network_G")
     if strict and (missing or unexpected):
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing keys, first: {', '.join(missing[:3])}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys, first: {', '.join(unexpected[:3])}")
-        raise UserError(f"{path} does not fit the network ({'; '.join(parts)}); check network_G or use strict=False")
-    if missing or unexpected:
-        logger.warning("loading %s non-strictly: %d missing, %d unexpected keys", path, len(missing), len(unexpected))
-    target.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        raise UserError(f"{path} does not fit the network ({'; '.join(parts)}); check network_G, or use "
+                        "strict_load: false when the checkpoint only has extra keys")
+    if unexpected:
+        logger.warning("loading %s non-strictly: %d unexpected keys skipped (first: %s)", path, len(unexpected),
+                       ", ".join(unexpected[:3]))
+    target.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+    return LoadReport(path=path, loaded=len(own), missing=tuple(missing), unexpected=tuple(unexpected))
+
+
+def load_network(net: nn.Module, path: str, strict: bool = True) -> nn.Module:
+    """Load a published-format checkpoint into ``net``; returns ``net``.
+
+    The rules are those of :func:`load_network_report` (which also returns what was loaded): every tensor of the
+    network must be in the checkpoint with its shape; ``strict=False`` only tolerates extra checkpoint keys.
+    """
+    load_network_report(net, path, strict=strict)
     return net
 
 
@@ -144,17 +190,18 @@ def network_options_from_state(state: dict[str, torch.Tensor]) -> dict:
             "front_RBs": count("feature_extraction"), "back_RBs": count("recon_trunk"), "w_TSA": w_tsa}
 
 
-def load_model(path: str, network_opts: dict | None = None, strict: bool = True) -> tuple[nn.Module, dict]:
+def load_model(path: str, network_opts: dict | None = None,
+               strict: bool = True) -> tuple[nn.Module, dict, LoadReport]:
     """The one network loader: build SDSD-Net and load a published-format checkpoint into it, in eval mode.
 
     Args:
         path: the checkpoint.
         network_opts: a validated ``network_G`` block; ``None`` reads the settings off the checkpoint
             (:func:`network_options_from_state`), so small checkpoints work as well as the published ones.
-        strict: require every key to match (``path.strict_load``).
+        strict: require every key to match (``path.strict_load``; ``False`` only tolerates extra checkpoint keys).
 
     Returns:
-        ``(net, network_opts)`` with the options the network was built from.
+        ``(net, network_opts, report)``: the network, the options it was built from, and what was loaded.
 
     Raises:
         UserError: missing/unreadable checkpoint or one that does not fit.
@@ -162,5 +209,5 @@ def load_model(path: str, network_opts: dict | None = None, strict: bool = True)
     if network_opts is None:
         network_opts = network_options_from_state(read_state_dict(path))
     net = build_network(network_opts)
-    load_network(net, path, strict=strict)
-    return net.eval(), dict(network_opts)
+    report = load_network_report(net, path, strict=strict)
+    return net.eval(), dict(network_opts), report

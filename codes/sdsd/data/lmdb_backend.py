@@ -32,6 +32,22 @@ _MAGIC = b"SDF1"
 _ENVS: dict[tuple[int, str], object] = {}
 
 
+def check_scene_name(scene, where: str) -> str:
+    """Return ``scene`` if it is a plain folder name, else raise a one-line :class:`UserError` naming ``where``.
+
+    Scene names come from dataset folders and from an LMDB's ``__meta__`` record, and become parts of output paths
+    (``results/.../images/output/<scene>.<i>-<n>.png``, ``videos/<scene>.mp4``). A name that is empty, ``.``,
+    holds ``..``, a path separator or NUL could make those paths point outside the results folder, so it is
+    refused where it enters.
+    """
+    seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if not isinstance(scene, str) or scene in ("", ".") or ".." in scene or any(s in scene for s in seps) \
+            or "\0" in scene:
+        raise UserError(f"{where}: scene name {scene!r} is not a plain folder name (one non-empty name without "
+                        "'/', '\\' or '..'); rename the scene or re-create the data")
+    return scene
+
+
 def is_lmdb_root(root: str) -> bool:
     """Whether a dataset root names an LMDB (its path ends with ``.lmdb``)."""
     return os.fspath(root).rstrip("/\\").endswith(".lmdb")
@@ -112,4 +128,9 @@ def read_meta(root: str) -> dict:
         raise UserError(f"LMDB {root} has an unreadable __meta__ entry; re-create it with make_lmdb") from None
     if meta.get("format") != META_FORMAT or not isinstance(meta.get("frames"), dict):
         raise UserError(f"LMDB {root} was not written by sdsd.tools.make_lmdb (format {meta.get('format')!r})")
+    scenes = meta.get("scenes")
+    if not isinstance(scenes, list):
+        raise UserError(f"LMDB {root} has a __meta__ entry without a scene list; re-create it with make_lmdb")
+    for scene in [*scenes, *meta["frames"]]:
+        check_scene_name(scene, f"LMDB {root} (__meta__)")
     return meta

@@ -195,8 +195,11 @@ class VideoPairDataset(Dataset):
     # ------------------------------------------------------------------ discovery
     def _list_scenes(self, root: str, key: str) -> list[str]:
         if lmdb_backend.is_lmdb_root(root):
-            return list(lmdb_backend.read_meta(root)["scenes"])
-        return sorted(os.path.basename(p) for p in glob.glob(os.path.join(root, "*")) if os.path.isdir(p))
+            return list(lmdb_backend.read_meta(root)["scenes"])  # read_meta checks the names
+        scenes = sorted(os.path.basename(p) for p in glob.glob(os.path.join(root, "*")) if os.path.isdir(p))
+        for scene in scenes:
+            lmdb_backend.check_scene_name(scene, f"{root} (option {self.where}.{key})")
+        return scenes
 
     def _list_frames(self, root: str, scene: str) -> list[str]:
         if lmdb_backend.is_lmdb_root(root):

@@ -24,6 +24,7 @@ import argparse
 import concurrent.futures as cf
 import os
 
+from sdsd.data.lmdb_backend import check_scene_name
 from sdsd.errors import cli_main
 from sdsd.evaluation.common import add_common_arguments, check_common_arguments, check_protocol, progress_bar
 from sdsd.evaluation.quantitative import check_output_folder, select_test_block
@@ -43,7 +44,8 @@ def frame_name(scene: str, index: int, n: int) -> str:
 
 
 def output_paths(results_root: str, scene: str, index: int, n: int) -> dict[str, str]:
-    """Paths of the output, input and panel images of one frame."""
+    """Paths of the output, input and panel images of one frame (a scene name that could leave them is refused)."""
+    check_scene_name(scene, f"results under {results_root}")
     name = frame_name(scene, index, n)
     return {kind: os.path.join(results_root, "images", kind, name) for kind in ("output", "input", "panel")}
 

@@ -222,6 +222,7 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
         "device": str(info.device),
         "world_size": info.world_size,
         "engine": engine.describe(),
+        "checkpoint_keys": engine.checkpoint_keys,
     }
 
 

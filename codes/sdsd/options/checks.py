@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import os
 from collections.abc import Callable, Sequence
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "numbers",
     "size_pair",
     "text",
+    "folder_name",
     "scene_names",
     "mapping",
 ]
@@ -272,6 +274,23 @@ def _text(value):
 def text(what: str = "a string", null: bool = False) -> Check:
     """A non-empty string (``what`` names it in messages: a path, a name)."""
     return _or_null(Check(what, _text), null)
+
+
+def _folder_name(value):
+    value = _text(value)
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if not value.strip() or value in (".", "..") or any(sep in value for sep in separators) or "\0" in value:
+        raise Invalid
+    return value
+
+
+def folder_name() -> Check:
+    """One non-empty folder name: not ``.`` or ``..``, no ``/`` or ``\\``.
+
+    The experiment ``name`` becomes ``<root>/experiments/<name>`` (archived on reuse), so ``""`` would make that
+    folder ``experiments/`` itself and archiving it would move every other experiment aside.
+    """
+    return Check("one folder name without '/' or '\\', not '.' or '..' (e.g. my_run)", _folder_name)
 
 
 def _scene_names(value):

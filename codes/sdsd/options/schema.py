@@ -22,6 +22,7 @@ from sdsd.options.checks import (
     boolean,
     choice,
     choice_from,
+    folder_name,
     integer,
     ints,
     mapping,
@@ -109,7 +110,8 @@ PATH_KEYS = {
                    text("a path")),
     "pretrain_model_G": Option(None, "Checkpoint to start from (training) or to evaluate (testing) (published).",
                                text("a path")),
-    "strict_load": Option(True, "Require every checkpoint key to match when loading pretrain_model_G (published).",
+    "strict_load": Option(True, "Require every checkpoint key to match when loading pretrain_model_G (published); "
+                          "false only skips checkpoint keys the network lacks (every network tensor must load).",
                           boolean()),
     "resume_state": Option(None, "training_state/<iter>.state to resume from (published).", text("a path")),
     "experiments_root": Option(None, "Derived: <root>/experiments/<name>. May be set explicitly.", text("a path")),
@@ -171,7 +173,7 @@ PROTOCOL_KEYS = {
 }
 
 TOP_KEYS = {
-    "name": Option(REQUIRED, "Experiment name: experiments/<name>/, results/<name>/ (published).", text("a name")),
+    "name": Option(REQUIRED, "Experiment name: experiments/<name>/, results/<name>/ (published).", folder_name()),
     "use_tb_logger": Option(True, "Write TensorBoard events to tb_logger/<name> (published).", boolean()),
     "gpu_ids": Option([0], "GPUs to use; with no CUDA the run falls back to the CPU with one warning (published).",
                       ints(minimum=0)),

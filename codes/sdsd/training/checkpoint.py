@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from sdsd.archs import unwrap
+from sdsd.archs import read_state_dict, unwrap
 from sdsd.errors import UserError
 from sdsd.utils.io import atomic_torch_save
 
@@ -108,7 +108,7 @@ def write_checkpoint(experiments_root: str, iteration: int, epoch: int, net, opt
     path = os.path.join(states_dir(experiments_root), f"{iteration}.state")
     atomic_torch_save(state, path)
     if keep_last:
-        prune_checkpoints(experiments_root, keep_last)
+        prune_checkpoints(experiments_root, keep_last, current=int(iteration))
     return path
 
 
@@ -130,33 +130,109 @@ def _iterations(folder: str, pattern: re.Pattern) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def prune_checkpoints(experiments_root: str, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` numbered weights and states (``latest_G.pth`` is never deleted)."""
+def prune_checkpoints(experiments_root: str, keep_last: int, current: int | None = None) -> None:
+    """Delete all but the newest ``keep_last`` numbered weights and states (``latest_G.pth`` is never deleted).
+
+    Args:
+        current: the iteration just written. Only iterations up to it are candidates, so its own files are never
+            deleted (they are the newest candidates) and files of later iterations, which a resume from an older
+            state sets aside before training (:func:`set_aside_newer`), are never touched here.
+
+    States go first: a kill in the middle leaves weights without a state (ignored), never a state without weights.
+    """
+    if keep_last <= 0:
+        return
     for folder, pattern, fmt in ((states_dir(experiments_root), _STATE_RE, "{}.state"),
                                  (models_dir(experiments_root), _MODEL_RE, "{}_G.pth")):
-        iters = _iterations(folder, pattern)
-        for it in iters[:-keep_last] if keep_last > 0 else []:
+        iters = [it for it in _iterations(folder, pattern) if current is None or it <= current]
+        for it in iters[:-keep_last]:
+            if it == current:
+                continue
             try:
                 os.remove(os.path.join(folder, fmt.format(it)))
             except FileNotFoundError:
                 pass
 
 
+def set_aside_newer(experiments_root: str, iteration: int) -> str | None:
+    """Move the weights and states of iterations after ``iteration`` to ``<experiments_root>/set_aside_<time>/``.
+
+    Resuming from an older state starts a new line of training from it. The newer files of the abandoned line are
+    kept (not deleted) but moved out of ``models/`` and ``training_state/``, so that pruning cannot confuse them with
+    the new ones and a later ``--auto_resume`` does not jump back to them. States move first, so a kill in the
+    middle never leaves a state whose weights have gone.
+
+    Returns:
+        The folder they were moved to, or ``None`` when there was nothing newer.
+    """
+    moves = []
+    for folder, pattern, sub in ((states_dir(experiments_root), _STATE_RE, "training_state"),
+                                 (models_dir(experiments_root), _MODEL_RE, "models")):
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            match = pattern.match(name)
+            if match and int(match.group(1)) > iteration:
+                moves.append((os.path.join(folder, name), sub, name))
+    if not moves:
+        return None
+    target = os.path.join(experiments_root, f"set_aside_{time.strftime('%y%m%d_%H%M%S')}")
+    suffix = 1
+    while os.path.exists(target):
+        suffix += 1
+        target = os.path.join(experiments_root, f"set_aside_{time.strftime('%y%m%d_%H%M%S')}_{suffix}")
+    for src, sub, name in moves:
+        os.makedirs(os.path.join(target, sub), exist_ok=True)
+        os.replace(src, os.path.join(target, sub, name))
+    logger.warning("resuming from iteration %d: moved the %d newer weights/state files to %s (kept, not deleted)",
+                   iteration, len(moves), target)
+    return target
+
+
 # -- resuming ----------------------------------------------------------------------------------------------------------
 
 
-def find_latest_state(experiments_root: str) -> str | None:
-    """The newest ``training_state/<iter>.state`` whose weights file exists and which loads; ``None`` if none."""
-    for it in reversed(_iterations(states_dir(experiments_root), _STATE_RE)):
-        path = os.path.join(states_dir(experiments_root), f"{it}.state")
-        if not os.path.isfile(os.path.join(models_dir(experiments_root), f"{it}_G.pth")):
-            continue
-        try:
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged file is skipped; an older one is used instead
-            logger.warning("skipping unreadable training state %s", path)
-            continue
-        return path
+def state_iterations(experiments_root: str) -> list[int]:
+    """The iterations of the ``training_state/<iter>.state`` files present (complete or not), ascending."""
+    return _iterations(states_dir(experiments_root), _STATE_RE)
+
+
+def check_pair(experiments_root: str, iteration: int) -> str | None:
+    """What keeps iteration ``iteration`` of an experiment from being resumed, or ``None`` when it is resumable.
+
+    Resumable means: ``training_state/<iter>.state`` loads with ``weights_only=True``, is a training state of that
+    iteration, and ``models/<iter>_G.pth`` exists and loads as a network ``state_dict``.
+    """
+    path = os.path.join(states_dir(experiments_root), f"{iteration}.state")
+    weights = os.path.join(models_dir(experiments_root), f"{iteration}_G.pth")
+    try:
+        state = read_training_state(path)
+    except UserError as exc:
+        return str(exc)
+    if int(state["iter"]) != iteration:
+        return f"{path} holds iteration {state['iter']}, not {iteration}"
+    if not os.path.isfile(weights):
+        return f"its weights {weights} are missing"
+    try:
+        read_state_dict(weights)
+    except UserError as exc:
+        return f"its weights are unusable: {exc}"
+    return None
+
+
+def find_latest_state(experiments_root: str, problems: list[str] | None = None) -> str | None:
+    """The newest ``training_state/<iter>.state`` whose state and weights both load; ``None`` if there is none.
+
+    A damaged or incomplete pair (the state or its weights missing, truncated or corrupt) is skipped with a warning,
+    and the next older pair is tried. ``problems``, when given, receives one line per skipped pair (newest first).
+    """
+    for it in reversed(state_iterations(experiments_root)):
+        problem = check_pair(experiments_root, it)
+        if problem is None:
+            return os.path.join(states_dir(experiments_root), f"{it}.state")
+        logger.warning("cannot resume from iteration %d: %s", it, problem)
+        if problems is not None:
+            problems.append(f"iteration {it}: {problem}")
     return None
 
 

@@ -9,12 +9,15 @@ engine (:mod:`sdsd.inference`) and scores it with :func:`sdsd.evaluation.quantit
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
 import random
+import shutil
 import time
 
 import numpy as np
@@ -29,6 +32,15 @@ from sdsd.errors import UserError
 from sdsd.losses import SDSDObjective, noisy_copy
 from sdsd.options import check_training
 from sdsd.training import checkpoint as ckpt
+from sdsd.training.cli import (
+    FAILURES_DIR,
+    check_repeated_failure,
+    clear_failures,
+    record_failure,
+    restarts_allowed,
+    torchrun_restart_count,
+)
+from sdsd.training.experiment import LOCK_NAME, ExperimentLock
 from sdsd.training.log import (
     Progress,
     TensorBoardLogger,
@@ -40,7 +52,9 @@ from sdsd.training.log import (
 from sdsd.training.optim import apply_ft_tsa_only, build_optimizer
 from sdsd.training.schedulers import apply_warmup, build_scheduler
 from sdsd.utils import precision
-from sdsd.utils.dist import DistInfo, all_gather_object, barrier, init_distributed
+from sdsd.utils.dist import DistInfo, all_gather_object, init_distributed
+from sdsd.utils.io import remove_stale_temps
+from sdsd.utils.signals import sigterm_as_interrupt
 
 logger = logging.getLogger("sdsd")
 
@@ -90,33 +104,100 @@ def seed_everything(seed: int | None) -> int:
     return seed
 
 
-def prepare_experiment(opt: dict, auto_resume: bool, rank: int) -> str | None:
-    """Decide whether this run resumes, archive an old experiment folder otherwise, create the folders.
+def prepare_experiment(opt: dict, auto_resume: bool, rank: int, lock: ExperimentLock | None = None) -> str | None:
+    """Lock the experiment folder, decide whether this run resumes, set aside or archive what it must, create folders.
 
-    Rank 0 decides; every rank gets the same answer.
+    Rank 0 decides; every rank gets the same answer, or the same :class:`UserError`. In order:
+
+    1. ``lock`` (rank 0; :class:`~sdsd.training.experiment.ExperimentLock`), when given, is taken: a second run
+       with the same experiment folder stops here with a one-line error naming the holder's host and pid.
+    2. Temporary files that an interrupted write left in the folder (``.<name>.<random>.tmp<ext>``) are removed.
+    3. Under ``torchrun --max-restarts``: a first attempt forgets older failure records; a restarted one stops with
+       an error when the two attempts before it failed the same way (:func:`sdsd.training.cli.check_repeated_failure`).
+    4. What to resume from:
+
+       * ``path.resume_state`` given: that state; it must be a readable training state (else an error; its weights
+         are checked when loading). No fall-back: the user named it.
+       * ``auto_resume``: the newest iteration whose state AND weights both load
+         (:func:`~sdsd.training.checkpoint.find_latest_state`); damaged pairs are skipped with a warning. When the
+         folder has no ``training_state/<iter>.state`` file at all (a new experiment, or one killed before its first
+         checkpoint) the run starts from iteration 0. When it has state files but none of them is resumable, it is an
+         error: starting afresh would archive the experiment and lose its progress silently.
+
+    5. Resuming from iteration ``k``: weights and states of later iterations in this experiment are moved to
+       ``set_aside_<time>/`` (kept, not deleted), so that pruning and a later ``--auto_resume`` only see the new line.
+       Starting afresh in a non-empty folder: the folder (and its TensorBoard folder) is renamed to
+       ``<name>_archived_<time>`` as before; the lock moves to the new folder.
 
     Returns:
         The training state to resume from, or ``None`` for a fresh run.
+
+    Raises:
+        UserError: on every rank, for the errors above.
     """
     paths = opt["path"]
     exp_root = paths["experiments_root"]
-    tb_dir = tb_log_dir(opt)
-    decision = None
+    decision, failure = None, None
     if rank == 0:
-        resume = paths.get("resume_state")
-        if resume is None and auto_resume:
-            resume = ckpt.find_latest_state(exp_root)
-        if resume is None and os.path.isdir(exp_root) and os.listdir(exp_root):
-            stamp = timestamp()
+        try:
+            decision = {"resume": _decide_resume(opt, exp_root, auto_resume, lock)}
+        except UserError as exc:
+            decision, failure = {"error": str(exc), "kind": type(exc)}, exc
+    decision = all_gather_object(decision)[0]
+    if failure is not None:
+        raise failure
+    if "error" in decision:
+        raise decision["kind"](decision["error"])
+    return decision["resume"]
+
+
+def _decide_resume(opt: dict, exp_root: str, auto_resume: bool, lock: ExperimentLock | None) -> str | None:
+    """Rank 0's part of :func:`prepare_experiment`."""
+    if lock is not None:
+        lock.acquire()
+    for sub in ("", "models", "training_state", "val_images"):
+        # The lock is held: nobody else writes here, so every temporary file of ours is an interrupted write's.
+        for path in remove_stale_temps(os.path.join(exp_root, sub)):
+            logger.warning("removed %s, left by an interrupted write", path)
+    restart = torchrun_restart_count()
+    if restarts_allowed() and restart == 0:
+        clear_failures(exp_root)
+    elif restart:
+        check_repeated_failure(exp_root, restart)
+
+    resume = opt["path"].get("resume_state")
+    if resume is not None:
+        iteration = int(ckpt.read_training_state(resume)["iter"])
+    elif auto_resume:
+        problems: list[str] = []
+        resume = ckpt.find_latest_state(exp_root, problems)
+        if resume is None and problems:
+            raise UserError(f"--auto_resume: none of the {len(problems)} training states in "
+                            f"{ckpt.states_dir(exp_root)} can be resumed (newest: {problems[0]}); restore the "
+                            "files, name one with --set path.resume_state=..., or move the folder away to start afresh")
+        iteration = int(ckpt.read_training_state(resume)["iter"]) if resume else None
+
+    if resume is not None:
+        ckpt.set_aside_newer(exp_root, iteration)
+    elif os.path.isdir(exp_root) and set(os.listdir(exp_root)) - {LOCK_NAME, FAILURES_DIR}:
+        stamp = timestamp()
+        archived = f"{exp_root.rstrip('/')}_archived_{stamp}"
+        if os.path.exists(archived) or os.path.exists(f"{tb_log_dir(opt).rstrip('/')}_archived_{stamp}"):
+            stamp += f"_{os.getpid()}"  # two archives within one second
             archived = f"{exp_root.rstrip('/')}_archived_{stamp}"
-            os.replace(exp_root, archived)
-            logger.warning("%s exists: moved it to %s", exp_root, archived)
-            if os.path.isdir(tb_dir) and opt.get("use_tb_logger"):
-                os.replace(tb_dir, f"{tb_dir.rstrip('/')}_archived_{stamp}")
-        for sub in ("models", "training_state", "val_images"):
-            os.makedirs(os.path.join(exp_root, sub), exist_ok=True)
-        decision = resume
-    return all_gather_object(decision)[0]
+        os.replace(exp_root, archived)
+        logger.warning("%s exists: moved it to %s", exp_root, archived)
+        if lock is not None and lock.held:
+            lock.reacquire_after_move(archived)
+        if os.path.isdir(os.path.join(archived, FAILURES_DIR)):  # restarts keep counting in the new folder
+            os.makedirs(exp_root, exist_ok=True)
+            os.replace(os.path.join(archived, FAILURES_DIR), os.path.join(exp_root, FAILURES_DIR))
+        tb_dir = tb_log_dir(opt)
+        if os.path.isdir(tb_dir) and opt.get("use_tb_logger"):
+            os.replace(tb_dir, f"{tb_dir.rstrip('/')}_archived_{stamp}")
+    for sub in ("models", "training_state", "val_images"):
+        os.makedirs(os.path.join(exp_root, sub), exist_ok=True)
+    return resume
 
 
 def tb_log_dir(opt: dict) -> str:
@@ -278,17 +359,71 @@ def reduce_terms(terms: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def save_checkpoint(state: TrainState) -> None:
-    """Gather every rank's RNG state and write weights + training state on rank 0 (all ranks call this)."""
+    """Gather every rank's RNG state and write weights + training state on rank 0 (all ranks call this).
+
+    A write that fails for lack of space or another I/O error is one :class:`UserError` on every rank, naming the
+    cause; the previous checkpoint is untouched (writes are atomic) and the incomplete weights of this iteration are
+    removed, so ``--auto_resume`` continues from the previous one.
+    """
     rngs = all_gather_object(ckpt.get_rng_state())
+    error = None
     if state.dist.is_main:
         # Resuming restarts the stored epoch from its first batch (as the reference does); a state written after
         # the last batch of an epoch therefore stores the next epoch, so no epoch is seen twice.
         epoch = state.epoch + 1 if state.epoch_done else state.epoch
-        path = ckpt.write_checkpoint(state.opt["path"]["experiments_root"], state.iteration, epoch, state.model,
-                                     state.optimizer, state.scheduler, state.scaler, rng_states=rngs,
-                                     network_opt=state.opt["network_G"], keep_last=state.opt["train"]["keep_last"])
-        logger.info("saved %s", path)
-    barrier()
+        exp_root = state.opt["path"]["experiments_root"]
+        try:
+            path = ckpt.write_checkpoint(exp_root, state.iteration, epoch, state.model, state.optimizer,
+                                        state.scheduler, state.scaler, rng_states=rngs,
+                                        network_opt=state.opt["network_G"], keep_last=state.opt["train"]["keep_last"])
+            logger.info("saved %s", path)
+        except (OSError, RuntimeError) as exc:
+            error = _write_failure(exc, exp_root, state.iteration)
+            if error is None:
+                raise
+    error = all_gather_object(error)[0]
+    if error is not None:
+        raise UserError(error)
+
+
+def _write_failure(exc: BaseException, exp_root: str, iteration: int, what: str | None = None) -> str | None:
+    """The one-line message for a checkpoint write that failed with an I/O error; ``None`` for other errors.
+
+    ``torch.save`` reports a failed write as a ``RuntimeError`` of its archive writer, with the ``OSError`` (e.g.
+    ``ENOSPC``) only in its context, if at all; both count as I/O errors here.
+    """
+    cause, seen = None, exc
+    while seen is not None and cause is None:
+        if isinstance(seen, OSError):
+            cause = seen
+        seen = seen.__cause__ or seen.__context__
+    writer = isinstance(exc, RuntimeError) and any(
+        word in str(exc) for word in ("PytorchStreamWriter", "inline_container", "file write failed"))
+    if cause is None and not writer:
+        return None
+    orphan = os.path.join(ckpt.models_dir(exp_root), f"{iteration}_G.pth")
+    if what is None and not os.path.exists(os.path.join(ckpt.states_dir(exp_root), f"{iteration}.state")):
+        with contextlib.suppress(OSError):
+            os.remove(orphan)  # weights without their state: not a checkpoint, and they take space
+    try:
+        free_bytes = shutil.disk_usage(exp_root).free
+        free = f"; {free_bytes / 2**20:.1f} MiB free there"
+    except OSError:
+        free_bytes, free = None, ""
+    if cause is not None and cause.errno is not None:
+        reason = f"{os.strerror(cause.errno)} (errno {errno.errorcode.get(cause.errno, cause.errno)})"
+    else:
+        reason = (str(cause or exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        # torch.save to a path reports a short write only as its archive writer's position mismatch
+        sizes = [entry.stat().st_size for entry in os.scandir(ckpt.states_dir(exp_root)) if entry.is_file()] \
+            if os.path.isdir(ckpt.states_dir(exp_root)) else []
+        if free_bytes is not None and free_bytes < 2 * max(sizes, default=2**20):
+            reason = f"the disk is full (the write stopped short: {reason})"
+    previous = ckpt.find_latest_state(exp_root)
+    kept = f"the last checkpoint, {previous}, is intact" if previous else "no earlier checkpoint exists"
+    what = what or f"the checkpoint of iteration {iteration}"
+    return (f"could not write {what} in {exp_root}: {reason}{free}; {kept}; "
+            "free space (or fix the folder) and run again with --auto_resume")
 
 
 def run_validation(state: TrainState, dataset, tb: TensorBoardLogger) -> dict:
@@ -344,9 +479,15 @@ def train(opt: dict, *, auto_resume: bool = False, argv: list[str] | None = None
           dist_info: DistInfo | None = None) -> dict:
     """Train SDSD-Net as the options say; the function behind ``train.py``.
 
+    While it runs, rank 0 holds the experiment folder's lock (a second run with the same folder stops with an error
+    naming this one), and SIGTERM unwinds like Ctrl-C (:mod:`sdsd.utils.signals`): a write in progress removes its
+    temporary file. Under ``torchrun --max-restarts`` a failure is recorded for
+    :func:`sdsd.training.cli.check_repeated_failure`.
+
     Args:
         opt: validated options (:func:`sdsd.options.load` with ``is_train=True``).
-        auto_resume: resume from the newest complete ``training_state/<iter>.state`` of the experiment, if any.
+        auto_resume: resume from the newest complete ``training_state/<iter>.state`` of the experiment, if any
+            (see :func:`prepare_experiment` for what happens when there is none).
         argv: the command line, written to the log (``None`` for in-process calls).
         progress: show a tqdm bar on rank 0 (default: when stderr is a terminal).
         dist_info: the result of :func:`sdsd.utils.dist.init_distributed`; by default it is called here
@@ -357,18 +498,65 @@ def train(opt: dict, *, auto_resume: bool = False, argv: list[str] | None = None
         validation's metrics or ``None``).
 
     Raises:
-        UserError: bad options or data (before any work), or a non-finite loss (naming the iteration).
+        UserError: bad options or data (before any work), an experiment folder in use, nothing to resume, a
+            checkpoint that cannot be written (e.g. a full disk), or a non-finite loss (naming the iteration).
     """
     opt = copy.deepcopy(opt)
     opt["is_train"] = True
     info = dist_info or init_distributed(opt.get("gpu_ids"))
     opt["dist"] = info.world_size > 1
     check_training(opt, info.world_size)  # the world size this run really has (checked at load from WORLD_SIZE)
+    exp_root = opt["path"]["experiments_root"]
+    lock = ExperimentLock(exp_root) if info.is_main else None
+    where = _Where()
+    try:
+        with sigterm_as_interrupt():
+            return _run(opt, info, auto_resume, argv, progress, lock, where)
+    except Exception as exc:
+        record_failure(exp_root, info.rank, where.iteration, exc)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+@contextlib.contextmanager
+def _held_back(log: logging.Logger):
+    """Collect the warnings logged inside the block (before the log file exists) to replay them into it.
+
+    If the block raises, they are printed at once, as they would have been without this.
+    """
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    log.addHandler(handler)
+    try:
+        yield records
+    except BaseException:
+        log.removeHandler(handler)
+        for record in records:
+            logging.lastResort.handle(record)
+        raise
+    finally:
+        log.removeHandler(handler)
+
+
+@dataclasses.dataclass
+class _Where:
+    """How far a run got (the iteration in progress), for the failure record."""
+
+    iteration: int | None = None
+
+
+def _run(opt: dict, info: DistInfo, auto_resume: bool, argv, progress, lock, where: _Where) -> dict:
+    """The body of :func:`train` (options checked; the caller holds the lock's release and the failure record)."""
     train_opt, log_opt = opt["train"], opt["logger"]
     exp_root = opt["path"]["experiments_root"]
-
-    resume_path = prepare_experiment(opt, auto_resume, info.rank)
+    with _held_back(logger) as early:  # what prepare_experiment says (archived, set aside, ...) goes to the log too
+        resume_path = prepare_experiment(opt, auto_resume, info.rank, lock=lock)
     log_file = setup_text_log(exp_root, info.rank, timestamp())
+    for record in early:
+        logger.handle(record)
     tb = TensorBoardLogger(tb_log_dir(opt), enabled=info.is_main and bool(opt.get("use_tb_logger")))
     bar = None
     try:
@@ -380,6 +568,7 @@ def train(opt: dict, *, auto_resume: bool = False, argv: list[str] | None = None
         state = build_training(opt, info, resuming=bool(resume_path))
         if resume_path:
             resume(state, resume_path)
+        where.iteration = state.iteration + 1  # the iteration in progress, from fetching its batch on
         niter = train_opt["niter"]
         logger.info("training from iteration %d to %d", state.iteration + 1, niter)
 
@@ -403,16 +592,25 @@ def train(opt: dict, *, auto_resume: bool = False, argv: list[str] | None = None
                     last_val = run_validation(state, val_set, tb)
                 if it % log_opt["save_checkpoint_freq"] == 0 or it == niter:
                     save_checkpoint(state)
+                where.iteration = it + 1
                 if it >= niter:
                     break
             if state.epoch_done:
                 state.epoch += 1
         latest = os.path.join(ckpt.models_dir(exp_root), "latest_G.pth")
         identical = replicas_identical(state.model)
+        error = None
         if info.is_main:
-            ckpt.save_weights(state.model, latest)
-            logger.info("finished at iteration %d; final weights %s", state.iteration, latest)
-        barrier()
+            try:
+                ckpt.save_weights(state.model, latest)
+                logger.info("finished at iteration %d; final weights %s", state.iteration, latest)
+            except (OSError, RuntimeError) as exc:
+                error = _write_failure(exc, exp_root, state.iteration, "the final weights latest_G.pth")
+                if error is None:
+                    raise
+        error = all_gather_object(error)[0]
+        if error is not None:
+            raise UserError(error)
         return {"iteration": state.iteration, "experiments_root": exp_root, "latest_G": latest, "log_file": log_file,
                 "val": last_val, "world_size": info.world_size, "replicas_identical": identical}
     finally:

@@ -70,7 +70,7 @@ def make_folder(folder: str) -> None:
     os.makedirs(folder, mode=0o777, exist_ok=True)
 
 
-def temp_path_for(path: str, suffix: str | None = None) -> str:
+def temp_path_for(path: str, suffix: str | None = None, claimed: list[str] | None = None) -> str:
     """Create an empty temporary file next to ``path`` and return its name.
 
     The file is created exclusively with mode ``0666`` filtered by the umask (what ``open(path, "w")`` would
@@ -80,13 +80,18 @@ def temp_path_for(path: str, suffix: str | None = None) -> str:
         path: the final file.
         suffix: extension of the temporary name; defaults to the extension of ``path`` (writers such as OpenCV
             or PyAV choose the format from it).
+        claimed: a list that receives the name *before* the file is created, so that a caller's clean-up still
+            knows it when an interrupt (Ctrl-C, SIGTERM) arrives between the creation and the return.
     """
     make_folder(os.path.dirname(os.path.abspath(path)))
+    claimed = [] if claimed is None else claimed
     for _ in range(_ATTEMPTS):
         _, tmp = _temp_name(path, suffix)
+        claimed.append(tmp)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
+            claimed.remove(tmp)  # someone else's file
             continue
         os.close(fd)
         return tmp
@@ -162,12 +167,14 @@ def atomic_path(path: str, suffix: str | None = None):
         suffix: extension of the temporary name; defaults to the extension of ``path`` (so writers that look at
             the extension, e.g. OpenCV or PyAV, pick the right format).
     """
-    tmp = temp_path_for(path, suffix)
+    claimed: list[str] = []
     try:
+        tmp = temp_path_for(path, suffix, claimed)
         yield tmp
         commit(tmp, path)
     except BaseException:
-        _discard(tmp)
+        for name in claimed:
+            _discard(name)
         raise
 
 
