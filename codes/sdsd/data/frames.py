@@ -1,4 +1,4 @@
-"""Reading one video frame exactly as the published SDSD pipeline does (SPEC §3).
+"""Reading one video frame exactly as the published SDSD pipeline does.
 
 A frame is decoded to an ``H x W x C`` uint8 array in OpenCV's **BGR** order: ``.npy`` files with
 ``np.load``, everything else with ``cv2.imread(path, cv2.IMREAD_UNCHANGED)``, and paths that run through a

@@ -1,4 +1,4 @@
-"""Which frames form the N-frame input window around a centre frame (SPEC §3).
+"""Which frames form the N-frame input window around a centre frame.
 
 For centre ``i`` in a clip of ``n`` frames the window is ``i - N//2 .. i + N//2``; an index ``j`` outside
 ``0 .. n-1`` is replaced according to ``padding``:
