@@ -110,9 +110,9 @@ def describe_protocol(protocol: dict) -> str:
     frames = protocol.get("test_frames") or "all"
     size = protocol.get("train_size")
     line = (f"protocol {protocol.get('preset', 'sdsd')}: {protocol.get('split', 'dynamic')} split, {frames} frames "
-            f"per folder, resize {'%dx%d' % tuple(size) if size else 'none'}, {protocol['psnr']} PSNR on "
-            f"{protocol['channel']}, SSIM {'on' if protocol['ssim'] else 'off'}, GT-mean "
-            f"{protocol['gt_mean'] or 'off'}, {protocol['average']} average")
+            f"per folder, resize {'%dx%d' % tuple(size) if size else 'none'}, {protocol.get('psnr', 'uint8')} PSNR "
+            f"on {protocol.get('channel', 'rgb')}, SSIM {'on' if protocol.get('ssim', True) else 'off'}, GT-mean "
+            f"{protocol.get('gt_mean') or 'off'}, {protocol.get('average', 'scene')} average")
     overrides = protocol.get("overrides")
     if overrides:
         line += "; set apart from the preset: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
