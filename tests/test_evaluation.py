@@ -65,7 +65,10 @@ def test_metrics_json_schema(published_run, tree, capsys):
     for key, kind in [("psnr", float), ("ssim", float), ("scenes", dict), ("frames", list), ("protocol", dict),
                       ("checkpoint", str), ("seconds_per_frame", float)]:
         assert isinstance(data[key], kind), key
-    assert data["protocol"] == {"average": "scene", "channel": "rgb", "gt_mean": False, "self_ensemble": False}
+    # The published protocol (the default preset), every resolved setting recorded; the tree is not resized.
+    assert data["protocol"] == {"average": "scene", "channel": "rgb", "gt_mean": False, "self_ensemble": False,
+                                "preset": "sdsd", "psnr": "uint8", "ssim": True, "split": "dynamic",
+                                "test_frames": 30, "train_size": None, "overrides": {}}
     assert data["checkpoint"] == tree["checkpoint"]
     n = len(torch.load(tree["checkpoint"], weights_only=True))
     assert data["checkpoint_keys"] == {"loaded": n, "missing": 0, "unexpected": 0}
@@ -126,7 +129,11 @@ def test_protocol_options_recorded(tree, tmp_path):
                                  *set_args(overrides(tree, tree["checkpoint"], str(tmp_path)) + extra)])
     with open(tmp_path / "metrics.json") as f:
         data = json.load(f)
-    assert data["protocol"] == {"average": "frame", "channel": "y", "gt_mean": True, "self_ensemble": False}
+    # gt_mean: true is the default preset's rule, bt601; the keys set apart from the preset are listed.
+    assert data["protocol"] == {"average": "frame", "channel": "y", "gt_mean": "bt601", "self_ensemble": False,
+                                "preset": "sdsd", "psnr": "uint8", "ssim": True, "split": "dynamic",
+                                "test_frames": 30, "train_size": None,
+                                "overrides": {"average": "frame", "channel": "y", "gt_mean": "bt601"}}
     assert data["psnr"] == pytest.approx(np.mean([r["psnr"] for r in data["frames"]]), abs=1e-12)
     assert results["psnr"] == data["psnr"]
 

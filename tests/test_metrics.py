@@ -140,3 +140,17 @@ def test_score_frame_protocols():
     assert psnr_y != psnr
     with pytest.raises(ValueError, match="channel"):
         score_frame(noisy, rgb, channel="lab")
+
+
+def test_score_frame_float_psnr_and_ssim_switch():
+    rgb = torch.from_numpy(skimage.data.coffee()[:64, :96]).permute(2, 0, 1).float() / 255
+    out = (rgb + 0.3 / 255).clamp(0, 1)  # less than half a level: the rounded frames are identical
+    assert score_frame(out, rgb)[0] == math.inf
+    psnr, ssim = score_frame(out, rgb, psnr="float", ssim=False)
+    assert ssim is None and 55 < psnr < 60  # 10 log10(1 / (0.3/255)^2) = 58.6 dB, a little more where clamped
+    assert score_frame(rgb, rgb, psnr="float")[0] == 100.0  # Retinexformer's value for identical frames
+    with pytest.raises(ValueError, match="RGB"):
+        score_frame(out, rgb, channel="y", psnr="float")
+    with pytest.raises(ValueError, match="gt_mean"):
+        score_frame(out, rgb, gt_mean="kind")
+    assert score_frame(out * 0.5, rgb, gt_mean=True) == score_frame(out * 0.5, rgb, gt_mean="bt601")

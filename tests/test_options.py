@@ -126,7 +126,10 @@ TRAIN_FILE = os.path.join(ROOT, "options/train/train_in_sdsd.yml")
 BAD_VALUES = [
     ("protocol.channel=Y", "protocol.channel is 'Y'; allowed: rgb, y"),
     ("protocol.average=frames", "protocol.average is 'frames'; allowed: scene, frame"),
-    ("protocol.gt_mean=1", "protocol.gt_mean is 1; allowed: true or false"),
+    ("protocol.gt_mean=1", "protocol.gt_mean is 1; allowed: true, false, bt601 or retinexformer"),
+    ("protocol.preset=snr_aware", "protocol.preset is 'snr_aware'; allowed: sdsd, snr-aware, retinexformer"),
+    ("protocol.psnr=double", "protocol.psnr is 'double'; allowed: uint8, float"),
+    ("protocol.ssim=0", "protocol.ssim is 0; allowed: true or false"),
     ("gpu_ids=banana", "gpu_ids is 'banana'; allowed: a list of integers >= 0, or null"),
     ("gpu_ids=[0, -1]", "gpu_ids is [0, -1]; allowed: a list of integers >= 0"),
     ("conv_backend=fast", "conv_backend is 'fast'; allowed: auto, winograd, channels_last, nchw"),
@@ -329,10 +332,18 @@ def test_precision_modes_are_one_list():
 def test_check_protocol_returns_the_validated_protocol():
     from sdsd.evaluation.common import check_protocol
 
+    published = {"preset": "sdsd", "psnr": "uint8", "ssim": True}  # the keys the presets added, as published
     opt = options.load(TEST_FILE, ["protocol.channel=y"])
-    assert check_protocol(opt) == {"average": "scene", "channel": "y", "gt_mean": False, "self_ensemble": False}
+    assert check_protocol(opt) == {"average": "scene", "channel": "y", "gt_mean": False, "self_ensemble": False,
+                                   **published}
     assert check_protocol(opt, self_ensemble=True)["self_ensemble"] is True
-    assert check_protocol({}) == {"average": "scene", "channel": "rgb", "gt_mean": False, "self_ensemble": False}
+    assert check_protocol({}) == {"average": "scene", "channel": "rgb", "gt_mean": False, "self_ensemble": False,
+                                  **published}
+    # gt_mean: true (the older spelling) is the preset's rule: bt601 by default, Retinexformer's under its preset.
+    assert check_protocol({"protocol": {"gt_mean": True}})["gt_mean"] == "bt601"
+    assert check_protocol(options.load(TEST_FILE, ["protocol.gt_mean=true"]))["gt_mean"] == "bt601"
+    opt = options.load(TEST_FILE, ["protocol.gt_mean=true", "protocol.preset=retinexformer"])
+    assert check_protocol(opt)["gt_mean"] == "retinexformer"
 
 
 # -- the entry points: the option error comes first, as one line with exit status 2 ---------------------------------

@@ -12,8 +12,10 @@ Splits:
 * ``split: dynamic`` (default; the paper's protocol): ``testing_dir`` lists the test scenes, training uses
   every other scene. Without ``testing_dir`` validation/testing uses every scene.
 * ``split: static`` (SNR-Aware / Retinexformer protocol on ``indoor_static_np`` / ``outdoor_static_np``):
-  a folder ``<scene>_2`` belongs to ``<scene>``, so a test scene ``X`` in ``testing_dir`` makes both ``X``
-  and ``X_2`` test scenes (and removes both from training). Each folder is still its own clip for windows.
+  a folder is a test folder when its name, or the part of its name before the first ``_2``
+  (:func:`~sdsd.data.video_base.static_group`), is listed in ``testing_dir``: a test scene ``X`` makes both ``X``
+  and ``X_2`` test folders (and removes both from training). Each folder is its own clip for windows and its
+  own scene for ``protocol.average: scene`` (as the two papers count folders).
 """
 
 from __future__ import annotations

@@ -51,6 +51,17 @@ def phase_role(phase: str) -> str:
     return "test"
 
 
+def static_group(folder: str) -> str:
+    """The scene a folder of the static SDSD data belongs to: its name up to the first ``_2`` (the whole name when
+    it has none), so ``pair4_2`` belongs to ``pair4``.
+
+    This is the rule of SNR-Aware's and Retinexformer's SDSD datasets: a folder is a test folder when its name or
+    this part of it is a listed test scene. It is literal: ``pair1_20`` belongs to ``pair1`` too, while ``pair12``
+    and ``pair1_3`` belong to no other scene.
+    """
+    return folder.split("_2", 1)[0]
+
+
 def parse_scene_list(value, where: str = "datasets") -> list[str] | None:
     """Parse ``testing_dir`` (comma-separated string or list) into scene names; None when absent.
 
@@ -223,13 +234,14 @@ class VideoPairDataset(Dataset):
         if names is None:
             # No test list: validation/testing uses every scene; training would have nothing held out.
             return list(scenes)
-        existing = set(scenes)
+        listed = set(names)
         if self.split == "static":
-            missing = [s for s in names if s not in existing and f"{s}_2" not in existing]
-            test_set = {s for s in names} | {f"{s}_2" for s in names}
+            test_set = {s for s in scenes if s in listed or static_group(s) in listed}
+            found = test_set | {static_group(s) for s in test_set}
         else:
-            missing = [s for s in names if s not in existing]
-            test_set = set(names)
+            test_set = listed & set(scenes)
+            found = test_set
+        missing = [s for s in names if s not in found]
         if missing and (explicit or self.role != "train"):
             source = f"{self.where}.testing_dir" if explicit else f"the {self.family} test list"
             raise UserError(

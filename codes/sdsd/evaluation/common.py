@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from sdsd.errors import UserError
+from sdsd.options.presets import PRESET_NAMES
 from sdsd.options.schema import AVERAGES, PROTOCOL_KEYS
 
 __all__ = ["AVERAGES", "check_protocol", "progress_bar", "add_common_arguments", "check_common_arguments"]
@@ -14,11 +15,15 @@ __all__ = ["AVERAGES", "check_protocol", "progress_bar", "add_common_arguments",
 def check_protocol(opt: dict, self_ensemble: bool | None = None) -> dict:
     """The ``protocol`` section as a plain dict, with ``self_ensemble`` (the command-line flag) overriding the file.
 
-    The values were checked when the options were loaded (:func:`sdsd.options.load`); absent keys get their
-    schema defaults (the published protocol).
+    The values were checked, and ``protocol.preset`` resolved, when the options were loaded
+    (:func:`sdsd.options.load`); absent keys (options not loaded from a file) get their schema defaults: the
+    ``sdsd`` preset, the published protocol. ``gt_mean`` is ``False`` or the name of its rule.
     """
+    from sdsd.metrics import gt_mean_rule
+
     out = {key: option.default for key, option in PROTOCOL_KEYS.items()}
     out.update(opt.get("protocol") or {})
+    out["gt_mean"] = gt_mean_rule(out["gt_mean"]) or False
     if self_ensemble is not None:
         out["self_ensemble"] = bool(self_ensemble)
     return out
@@ -31,12 +36,24 @@ def progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="frame", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
 
 
+class _PresetArgument(argparse.Action):
+    """``--protocol NAME``: the same as ``--set protocol.preset=NAME`` (in command-line order with ``--set``)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        # A new list: the parser's default list must not grow from one parse to the next.
+        namespace.overrides = [*(getattr(namespace, "overrides", None) or []), f"protocol.preset={value}"]
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by the quantitative and qualitative tests."""
     parser.add_argument("-opt", "--opt", required=True, help="test option file (e.g. options/test/test_in_sdsd.yml)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override options, e.g. --set path.pretrain_model_G=pretrain/indoor_G.pth "
                              "(several per --set, repeatable; values are YAML scalars)")
+    parser.add_argument("--protocol", action=_PresetArgument, choices=PRESET_NAMES, metavar="PRESET",
+                        help=f"whose reporting protocol to follow ({', '.join(PRESET_NAMES)}; default: the option "
+                             "file's protocol.preset, else sdsd): split, frames, rounding, averaging, SSIM, GT-mean "
+                             "and resize, except keys the file sets explicitly; see the README's protocol comparison")
     parser.add_argument("--self-ensemble", action="store_true", default=None,
                         help="average the outputs over horizontal/vertical flips of the window (x4 cost)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

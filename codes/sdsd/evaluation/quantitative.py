@@ -6,16 +6,21 @@ Usage::
                                 [--self-ensemble]
     torchrun --nproc_per_node 2 quantitative_test.py -opt ...      # frames split across processes
 
-Protocol (``protocol`` section, recorded in the JSON; the defaults are the published protocol: each frame rounded
-to uint8, PSNR and MATLAB-style SSIM over the RGB channels, no border crop):
-``average: scene`` (mean over scenes of per-scene means) or ``frame`` (mean over all frames);
-``channel: rgb`` (published) or ``y``; ``gt_mean: false`` (published) or ``true``; ``self_ensemble: false``.
+Protocol (``protocol`` section, recorded in the JSON). ``protocol.preset`` (or ``--protocol``) names whose reporting
+protocol to follow, ``sdsd`` (default, the published protocol), ``snr-aware`` or ``retinexformer``; it sets every key
+below and the dataset keys ``split``, ``test_frames`` and ``train_size`` that the option file does not set itself
+(:mod:`sdsd.options.presets`). The keys: ``average: scene`` (mean over scenes of per-scene means) or ``frame`` (mean
+over all frames); ``channel: rgb`` or ``y``; ``psnr: uint8`` (on the rounded frame) or ``float``; ``ssim: true`` or
+``false`` (recorded as null); ``gt_mean: false``, ``bt601`` or ``retinexformer``; ``self_ensemble: false``.
 
 Outputs (written by rank 0 only, atomically) under ``path.results_root`` (default ``<root>/results/<name>``):
 
 * ``metrics.json``: ``{"psnr", "ssim", "scenes": {scene: {"psnr", "ssim", "frames"}}, "frames": [{"scene",
-  "index", "psnr", "ssim"}, ...], "protocol": {...}, "checkpoint", "seconds_per_frame", ...}``;
-* ``metrics.csv``: one row per frame (scene, index, psnr, ssim).
+  "index", "psnr", "ssim"}, ...], "protocol": {...}, "checkpoint", "seconds_per_frame", ...}``; ``protocol`` holds
+  the preset, every resolved setting (the protocol keys and the evaluated block's ``split``, ``test_frames``,
+  ``train_size``) and ``overrides``, the settings that differ from the preset's; every ``ssim`` is null when SSIM
+  is switched off;
+* ``metrics.csv``: one row per frame (scene, index, psnr, ssim; ssim empty when switched off).
 
 The network runs through :class:`sdsd.inference.Engine` (features once per frame); :func:`score` is the loop that
 scores a dataset with an engine and averages the records as the protocol says. Validation during training calls
@@ -40,15 +45,18 @@ from sdsd.errors import UserError, cli_main
 from sdsd.evaluation.common import add_common_arguments, check_common_arguments, check_protocol, progress_bar
 from sdsd.inference import Engine, FrameOutput, engine_from_options, iterate_dataset, plan_work
 from sdsd.metrics import score_frame
+from sdsd.options.presets import settings as preset_settings
 from sdsd.utils import dist as dist_utils
 from sdsd.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["aggregate", "check_output_folder", "format_table", "score", "evaluate", "select_test_block",
-           "write_results", "main", "build_parser"]
+__all__ = ["aggregate", "check_output_folder", "describe_protocol", "format_table", "score", "evaluate",
+           "select_test_block", "write_results", "main", "build_parser"]
 
 
-def _mean(values) -> float:
+def _mean(values) -> float | None:
     values = list(values)
+    if any(v is None for v in values):  # a score that was not computed (SSIM switched off)
+        return None
     return math.fsum(values) / len(values) if values else math.nan
 
 
@@ -56,12 +64,13 @@ def aggregate(records: list[dict], scenes: list[str], average: str = "scene") ->
     """Summarise per-frame records ``{"scene", "index", "psnr", "ssim"}``.
 
     Args:
-        records: per-frame scores (any order).
+        records: per-frame scores (any order); ``ssim`` may be ``None`` (not computed).
         scenes: scene names in report order.
         average: ``scene`` (mean of per-scene means, published) or ``frame`` (mean over all frames).
 
     Returns:
-        ``{"psnr", "ssim", "scenes": {scene: {"psnr", "ssim", "frames"}}, "frames": [...sorted...]}``.
+        ``{"psnr", "ssim", "scenes": {scene: {"psnr", "ssim", "frames"}}, "frames": [...sorted...]}``; a mean over
+        scores that were not computed is ``None``.
     """
     order = {s: k for k, s in enumerate(scenes)}
     frames = sorted(records, key=lambda r: (order.get(r["scene"], len(order)), r["scene"], r["index"]))
@@ -79,15 +88,35 @@ def aggregate(records: list[dict], scenes: list[str], average: str = "scene") ->
 
 
 def format_table(results: dict) -> str:
-    """The printed report: one row per scene (frames, PSNR, SSIM) and the dataset mean."""
+    """The printed report: one row per scene (frames, PSNR, SSIM), the dataset mean and the protocol."""
+
+    def ssim(value) -> str:
+        return f"{'-':>7}" if value is None else f"{value:>7.4f}"
+
     width = max([len("scene"), len("mean (frames)")] + [len(s) for s in results["scenes"]])
     lines = [f"{'scene':<{width}}  {'frames':>6}  {'PSNR':>8}  {'SSIM':>7}"]
     for scene, row in results["scenes"].items():
-        lines.append(f"{scene:<{width}}  {row['frames']:>6d}  {row['psnr']:>8.4f}  {row['ssim']:>7.4f}")
+        lines.append(f"{scene:<{width}}  {row['frames']:>6d}  {row['psnr']:>8.4f}  {ssim(row['ssim'])}")
     total = sum(row["frames"] for row in results["scenes"].values())
-    label = f"mean ({results['protocol']['average']}s)"
-    lines.append(f"{label:<{width}}  {total:>6d}  {results['psnr']:>8.4f}  {results['ssim']:>7.4f}")
+    protocol = results["protocol"]
+    label = f"mean ({protocol['average']}s)"
+    lines.append(f"{label:<{width}}  {total:>6d}  {results['psnr']:>8.4f}  {ssim(results['ssim'])}")
+    lines.append(describe_protocol(protocol))
     return "\n".join(lines)
+
+
+def describe_protocol(protocol: dict) -> str:
+    """One line naming the preset and the settings that decide the numbers (and the ones set apart from it)."""
+    frames = protocol.get("test_frames") or "all"
+    size = protocol.get("train_size")
+    line = (f"protocol {protocol.get('preset', 'sdsd')}: {protocol.get('split', 'dynamic')} split, {frames} frames "
+            f"per folder, resize {'%dx%d' % tuple(size) if size else 'none'}, {protocol.get('psnr', 'uint8')} PSNR "
+            f"on {protocol.get('channel', 'rgb')}, SSIM {'on' if protocol.get('ssim', True) else 'off'}, GT-mean "
+            f"{protocol.get('gt_mean') or 'off'}, {protocol.get('average', 'scene')} average")
+    overrides = protocol.get("overrides")
+    if overrides:
+        line += "; set apart from the preset: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+    return line
 
 
 def _csv_text(frames: list[dict]) -> str:
@@ -95,7 +124,7 @@ def _csv_text(frames: list[dict]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["scene", "index", "psnr", "ssim"])
     for r in frames:
-        writer.writerow([r["scene"], r["index"], repr(r["psnr"]), repr(r["ssim"])])
+        writer.writerow([r["scene"], r["index"], repr(r["psnr"]), "" if r["ssim"] is None else repr(r["ssim"])])
     return buf.getvalue()
 
 
@@ -147,7 +176,8 @@ def score(engine: Engine, dataset, protocol: dict, info: dist_utils.DistInfo, *,
     Args:
         engine: the network's engine.
         dataset: an evaluation dataset (``scenes``, ``scene_length``, ``load_scene``, ``window``).
-        protocol: ``average``, ``channel``, ``gt_mean`` (the validated ``protocol`` section).
+        protocol: the resolved ``protocol`` section (:func:`~sdsd.evaluation.common.check_protocol`):
+            ``average``, ``channel``, ``psnr``, ``ssim``, ``gt_mean``.
         info: this process's rank and world size; every rank must call this.
         progress: show a progress bar on rank 0.
         on_output: called with each :class:`~sdsd.inference.FrameOutput` this rank computes (e.g. for images).
@@ -168,7 +198,8 @@ def score(engine: Engine, dataset, protocol: dict, info: dist_utils.DistInfo, *,
             if on_output is not None:
                 on_output(out)
             pending.append((out.scene, out.index, pool.submit(
-                score_frame, out.enhanced.cpu(), out.gt.cpu(), protocol["channel"], protocol["gt_mean"])))
+                score_frame, out.enhanced.cpu(), out.gt.cpu(), protocol["channel"], protocol["gt_mean"],
+                protocol["psnr"], protocol["ssim"])))
             while pending and pending[0][2].done():
                 records.append(_record(*pending.pop(0)))
                 bar.update(1)
@@ -215,7 +246,7 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
         "ssim": results["ssim"],
         "scenes": results["scenes"],
         "frames": results["frames"],
-        "protocol": protocol,
+        "protocol": preset_settings(protocol, phase, block),
         "checkpoint": opt["path"]["pretrain_model_G"],
         "seconds_per_frame": results["seconds_per_frame"],
         "name": opt.get("name"),

@@ -10,8 +10,10 @@ an unknown key is a :class:`~sdsd.errors.UserError` naming the file, the key and
 value is checked by its schema entry, and the rules that relate keys (:mod:`sdsd.options.rules`) run before the
 options are returned, so a bad value fails before any work, as one line naming the file, the key, the value and
 what is allowed. Missing keys get their defaults, so the rest of the code can index the returned plain ``dict``
-directly and trusts its values. Legacy keys are accepted and dropped; ``train.channels_last: true`` becomes
-``conv_backend: channels_last``. The program keys ``is_train`` and ``dist`` are set on the returned dict.
+directly and trusts its values. ``protocol.preset`` (:mod:`sdsd.options.presets`) then fills the protocol and
+dataset keys the file does not set with that paper's values (keys set explicitly win). Legacy keys are accepted and
+dropped; ``train.channels_last: true`` becomes ``conv_backend: channels_last``. The program keys ``is_train`` and
+``dist`` are set on the returned dict.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import yaml
 
 from sdsd.errors import UserError
 from sdsd.options.checks import REQUIRED, Invalid, Option, show
+from sdsd.options.presets import apply_preset
 from sdsd.options.rules import check_options, check_training
 from sdsd.options.schema import (
     DATASET_KEYS,
@@ -156,6 +159,9 @@ def validate(opt: dict, source: str = "<options>", is_train: bool = False, world
     Raises:
         UserError: unknown key (with the closest valid one), a value outside what its key allows (naming the file,
             key, value and what is allowed), a missing required key, or options that contradict each other.
+
+    The keys present in ``opt`` are the explicit ones: ``protocol.preset`` fills only the keys it sets that are
+    absent (:func:`sdsd.options.presets.apply_preset`).
     """
     if not isinstance(opt, dict):
         raise UserError(f"{source}: an option file must be a YAML mapping of keys to values")
@@ -192,6 +198,8 @@ def validate(opt: dict, source: str = "<options>", is_train: bool = False, world
         fill = section != "train" or "train" in opt or is_train
         top[section] = _check_block(opt.get(section), keys, LEGACY.get(section, {}), section, source, fill=fill)
     _conv_backend(opt, top, source)
+    # After every value is checked and before the rules: the preset fills only what the file leaves unset.
+    apply_preset(top, opt)
     paths = top["path"]
     root = paths.get("root") or "./"
     paths["root"] = root

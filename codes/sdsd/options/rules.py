@@ -29,11 +29,17 @@ def env_world_size() -> int:
 
 
 def check_options(opt: dict, source: str = "<options>") -> None:
-    """Rules for every entry point: a dataset kind per block, window width = network frames, a buildable network.
+    """Rules for every entry point: a dataset kind per block, window width = network frames, a buildable network,
+    a float PSNR only on the RGB channels.
 
     Raises:
         UserError: one line naming the file, the keys and the values.
     """
+    protocol = opt["protocol"]
+    if protocol["psnr"] == "float" and protocol["channel"] != "rgb":
+        raise UserError(f"{source}: protocol.psnr is 'float' (preset {protocol['preset']}) but protocol.channel is "
+                        f"{show(protocol['channel'])}; the float PSNR scores the RGB output: set protocol.channel: rgb "
+                        "or protocol.psnr: uint8")
     net = opt["network_G"]
     nframes = net["nframes"]
     for phase, block in opt["datasets"].items():

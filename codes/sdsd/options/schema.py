@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from sdsd.options.checks import (
     REQUIRED,
+    Check,
+    Invalid,
     Option,
     boolean,
     choice,
@@ -34,6 +36,7 @@ from sdsd.options.checks import (
     size_pair,
     text,
 )
+from sdsd.options.presets import DEFAULT_PRESET, PRESET_NAMES
 from sdsd.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, SCHEDULER_REGISTRY
 from sdsd.utils.precision import MODES as AMP_MODES
 
@@ -62,14 +65,16 @@ DATASET_KEYS = {
     "dataroot_GT": Option(REQUIRED, "Folder (or .lmdb) of normal-light scene folders (published).", text("a path")),
     "dataroot_LQ": Option(REQUIRED, "Folder (or .lmdb) of low-light scene folders; `input` and `LQ` are both "
                           "accepted (published).", text("a path")),
-    "train_size": Option(None, "[W, H]: resize every frame to this size with cv2.resize (published: [960, 512]).",
-                         size_pair()),
+    "train_size": Option(None, "[W, H]: resize every frame to this size with cv2.resize (published: [960, 512]). "
+                         "Absent in an evaluation block: protocol.preset may set it.", size_pair()),
     "testing_dir": Option(None, "Comma-separated test scene names; training uses every other scene (published).",
                           scene_names()),
-    "split": Option("dynamic", "dynamic (the paper's SDSD split) or static (the SNR-Aware/Retinexformer protocol, "
-                    "where `<scene>_2` folders belong to `<scene>`).", choice(*SPLITS)),
+    "split": Option("dynamic", "dynamic (the paper's SDSD split) or static (the SNR-Aware/Retinexformer protocol: a "
+                    "folder whose name, or its part before the first `_2`, is in testing_dir is a test folder, so "
+                    "`<scene>_2` twins are tested as folders of their own). Absent: set by protocol.preset.",
+                    choice(*SPLITS)),
     "test_frames": Option(30, "Test/validation protocol: only the first this-many frames of each scene are used; "
-                          "0 or null = all.", integer(minimum=0, null=True)),
+                          "0 or null = all. Absent: set by protocol.preset.", integer(minimum=0, null=True)),
     "max_frames": Option(None, "Validate on at most this many frames per scene (a quick subset); 0 or null = all.",
                          integer(minimum=0)),
     "N_frames": Option(5, "Frames per input window; equals network_G.nframes (published).",
@@ -163,12 +168,30 @@ LOGGER_KEYS = {
                                    positive_int()),
 }
 
+def _gt_mean(value):
+    if isinstance(value, bool) or value in ("bt601", "retinexformer"):
+        return value
+    raise Invalid
+
+
 PROTOCOL_KEYS = {
-    "average": Option("scene", "scene: mean of per-scene means (published); frame: mean over all frames.",
-                      choice(*AVERAGES)),
+    "preset": Option(DEFAULT_PRESET, "Whose reporting protocol fills the keys below and the dataset keys split, "
+                     "test_frames and train_size that the file does not set: sdsd (SDSD-Net, published), snr-aware "
+                     "(SNR-Aware, CVPR 2022), retinexformer (Retinexformer, ICCV 2023); see the README's protocol "
+                     "comparison. Keys set explicitly win.", choice(*PRESET_NAMES)),
+    "average": Option("scene", "scene: mean of per-scene means (published; a static `_2` twin is a scene of its "
+                      "own); frame: mean over all frames.", choice(*AVERAGES)),
     "channel": Option("rgb", "rgb (published) or y (BT.601 luma) for PSNR/SSIM.", choice_from("sdsd.metrics:CHANNELS")),
-    "gt_mean": Option(False, "Scale each output so its mean matches the GT mean before scoring (used by some papers).",
-                      boolean()),
+    "psnr": Option("uint8", "uint8: PSNR of the output rounded to uint8 (published); float: of the float output "
+                   "clamped to [0, 1], float32 mean, 100 dB for identical frames (Retinexformer); float needs "
+                   "channel rgb.", choice_from("sdsd.metrics:PSNR_MODES")),
+    "ssim": Option(True, "Compute SSIM (on the uint8 images); false records null (SNR-Aware's test computes none).",
+                   boolean()),
+    "gt_mean": Option(False, "Scale each output so its mean brightness matches the GT's before scoring: false "
+                      "(published), bt601 (BT.601 luma), retinexformer (Retinexformer's --GT_mean: grey of RGB read "
+                      "as BGR, red and blue weights swapped), or true = the preset's rule (bt601; retinexformer "
+                      "under the retinexformer preset).",
+                      Check("true, false, bt601 or retinexformer", _gt_mean)),
     "self_ensemble": Option(False, "Average the outputs over flips (x4 cost).", boolean()),
 }
 
@@ -187,7 +210,8 @@ TOP_KEYS = {
     "path": Option({}, "Paths; see the path keys.", mapping),
     "train": Option({}, "Training settings; see the train keys.", mapping),
     "logger": Option({}, "Logging settings; see the logger keys.", mapping),
-    "protocol": Option({}, "Evaluation protocol; see the protocol keys.", mapping),
+    "protocol": Option({}, "Evaluation protocol; see the protocol keys (protocol.preset fills what is not set).",
+                       mapping),
 }
 
 SECTIONS = {

@@ -460,10 +460,12 @@ def run_validation(state: TrainState, dataset, tb: TensorBoardLogger) -> dict:
     panels = all_gather_object(panel)
     panel = next((p for p in panels if p is not None), None)
     if state.dist.is_main:
-        logger.info("validation at iteration %d: PSNR %.4f dB, SSIM %.4f (%d frames, %d scenes, %s average)",
-                    state.iteration, metrics["psnr"], metrics["ssim"], len(metrics["frames"]),
+        ssim = "off" if metrics["ssim"] is None else f"{metrics['ssim']:.4f}"  # off under protocol.ssim: false
+        logger.info("validation at iteration %d: PSNR %.4f dB, SSIM %s (%d frames, %d scenes, %s average)",
+                    state.iteration, metrics["psnr"], ssim, len(metrics["frames"]),
                     len(metrics["scenes"]), protocol["average"])
-        tb.scalars({"val/psnr": metrics["psnr"], "val/ssim": metrics["ssim"]}, state.iteration)
+        tb.scalars({tag: value for tag, value in (("val/psnr", metrics["psnr"]), ("val/ssim", metrics["ssim"]))
+                    if value is not None}, state.iteration)
         if panel is not None:
             write_png(panel, os.path.join(state.opt["path"]["experiments_root"], "val_images",
                                           f"{state.iteration}.png"))
