@@ -133,6 +133,8 @@ TOP_KEYS = {
     "conv_backend": ("auto", "CPU convolutions: auto, winograd (NNPACK), channels_last or nchw; all agree up to float "
                      "rounding (sdsd.archs.fastconv). auto = winograd where NNPACK runs (training too, unless "
                      "train.channels_last), else channels_last for testing."),
+    "runtime": ("torch", "Evaluation runtime: torch, openvino, onnxruntime or auto (fastest measured; sdsd.runtimes). "
+                "Always fp32; torch reproduces the published numbers to the digit, the others within 0.01 dB."),
     "dist": (False, "Set by the program: whether torch.distributed is initialised."),
 }
 
