@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "remembered; torch, openvino or onnxruntime force one")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
                         help="auto (default): the fastest whose output is within 40 dB PSNR of fp32 on the first "
-                             "window (bf16 only on CPUs with native bf16); fp32 forces exact")
+                             "window (bf16 only on CPUs with native bf16; measured with --runtime auto, a fixed "
+                             "runtime runs fp32); fp32 forces exact")
     parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="same as --precision")
     parser.add_argument("--conv-backend", choices=CONV_BACKENDS, default=None,
                         help="CPU convolutions: auto (winograd where NNPACK runs, else channels_last), winograd, "

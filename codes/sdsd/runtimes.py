@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -390,7 +391,9 @@ def invalidate(folder: str, why: str) -> None:
 
 
 def _versions(runtime: str) -> str:
-    return f"{runtime}-{runtime_version(runtime)}-torch-{torch.__version__.split('+')[0]}-g{GRAPH_VERSION}"
+    # Version strings may hold "/" (OpenVINO's: "2026.4.1-22982-...-releases/2026/4"): one folder name each.
+    text = f"{runtime}-{runtime_version(runtime)}-torch-{torch.__version__.split('+')[0]}-g{GRAPH_VERSION}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
 # -- backends -----------------------------------------------------------------------------------------------------
