@@ -671,11 +671,11 @@ class AutoBackend(Backend):
             return TorchBackend(copy.deepcopy(self.net), self.device, precision=precision, conv_backend=conv)
         return make_backend(runtime, self.net, self.device, precision, cache=self.cache)
 
-    def select(self, frames: torch.Tensor) -> Backend:
-        """Choose (or recall) the backend for frames shaped like ``frames`` (``T x 3 x H x W``)."""
+    def select(self, frames: torch.Tensor, recall: bool = True) -> Backend:
+        """Choose (or, with ``recall``, recall) the backend for frames shaped like ``frames`` (``T x 3 x H x W``)."""
         height, width = frames.shape[-2:]
         key = self._choice_key(height, width)
-        known = self._load_choices().get(key)
+        known = self._load_choices().get(key) if recall else None
         if isinstance(known, dict):
             try:
                 backend = self._build(known["runtime"], known["precision"], known.get("conv_backend"))
