@@ -22,5 +22,7 @@ setup(
         "lmdb",
         "av",
     ],
+    # OpenVINO / ONNX Runtime backends (sdsd.runtimes, sdsd.export); imported lazily, the torch path needs none.
+    extras_require={"runtimes": ["openvino", "onnx", "onnxruntime", "onnxscript"]},
     entry_points={"console_scripts": ["sdsd-enhance=sdsd.enhance:main"]},
 )

@@ -8,7 +8,9 @@ missing or fails is reported as skipped and the others still run):
 * ``dcn``: our deformable conv against torchvision's (:mod:`bench.dcn_speed`);
 * ``train``: training iterations/s at the published 128x128 crop (:mod:`bench.train_speed`);
 * ``data``: training data-loader throughput (:mod:`bench.data_speed`);
-* ``enhance``: streaming enhancement speed and memory (:mod:`bench.enhance_speed`).
+* ``enhance``: streaming enhancement speed and memory (:mod:`bench.enhance_speed`);
+* ``runtimes``: seconds per output frame of every runtime and precision (PyTorch, OpenVINO, ONNX Runtime) against
+  the reference-style forward, and what ``sdsd.enhance`` picks (:mod:`bench.runtime_speed`).
 
 Usage: ``python -m bench [--quick] [--only network,dcn] [--tiny] [--out PATH]`` (also ``make bench``).
 The machine's load average is recorded: on a shared machine absolute times vary, ratios within a run hold.
@@ -30,6 +32,7 @@ BENCHES = {
     "train": "bench.train_speed",
     "data": "bench.data_speed",
     "enhance": "bench.enhance_speed",
+    "runtimes": "bench.runtime_speed",
 }
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 
@@ -43,7 +46,7 @@ def _load_average() -> list[float] | None:
 
 def _call(name: str, quick: bool, tiny: bool) -> dict:
     module = importlib.import_module(BENCHES[name])
-    if name == "network":
+    if name in ("network", "runtimes"):
         return module.run(quick=quick, tiny=tiny)
     if name == "train":
         import torch
@@ -72,6 +75,10 @@ def _rows(name: str, result: dict) -> list[tuple[str, str]]:
         from bench.network_speed import summary_rows
 
         return summary_rows(result)
+    if name == "runtimes":
+        from bench.runtime_speed import summary_rows as runtime_rows
+
+        return runtime_rows(result)
     rows: list[tuple[str, str]] = []
     _flatten("", {k: v for k, v in result.items() if k != "seconds_total"}, rows)
     return rows

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from dcn.ops import deform_conv2d
+from dcn.ops import deform_conv2d, exporting
 
 logger = logging.getLogger("dcn")
 
@@ -110,7 +110,13 @@ class ModulatedDeformConvPack(nn.Module):
         )
 
     def _record_offset(self, offset: torch.Tensor) -> None:
-        """Keep the largest mean |offset| on the device: no host copy, no branch on a tensor value."""
+        """Keep the largest mean |offset| on the device: no host copy, no branch on a tensor value.
+
+        Not while the layer is captured into a graph for another runtime (ONNX, OpenVINO): the statistic is the
+        training loop's, and a graph must not carry its in-place update.
+        """
+        if exporting():
+            return
         mean = offset.detach().abs().mean().float()
         stat = self.offset_abs_mean_max
         stat.copy_(torch.maximum(stat, mean))

@@ -1,4 +1,11 @@
-"""``deform_conv2d``: torchvision's op on CUDA, a pure-PyTorch implementation everywhere else."""
+"""``deform_conv2d``: torchvision's op on CUDA and in exported graphs, a pure-PyTorch implementation elsewhere.
+
+When a graph is being captured for another runtime (``torch.export`` / the dynamo ONNX exporter, TorchScript
+tracing as ``openvino.convert_model`` does it, the TorchScript ONNX exporter), the call is torchvision's op, so the
+graph holds ONE deformable-convolution node that the runtime maps onto its own (OpenVINO's
+``DeformableConvolution``, ONNX ``DeformConv``) instead of the dozens of gather/matmul ops of :mod:`dcn.cpu`. Both
+compute the same maths; eager CPU calls keep :mod:`dcn.cpu`, which is faster there.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,11 @@ import torch
 from torchvision.ops import deform_conv2d as _tv_deform_conv2d
 
 from dcn.cpu import deform_conv2d_cpu
+
+
+def exporting() -> bool:
+    """Whether the current call is being captured into a graph for another runtime (not ``torch.compile``)."""
+    return bool(torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
 def _pair(value, name: str) -> tuple[int, int]:
@@ -77,9 +89,14 @@ def deform_conv2d(
         ``N x C_out x H_out x W_out``, in ``input``'s dtype (offset, mask, weight and bias are cast to it, also
         under autocast).
 
-    CUDA tensors go to torchvision's kernel; other devices use :mod:`dcn.cpu`, built from standard ops.
+    CUDA tensors and exported graphs (:func:`exporting`) go to torchvision's op; other devices use :mod:`dcn.cpu`,
+    built from standard ops.
     """
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if exporting():
+        # Shapes are symbolic here (checked by the eager run the export is compared with); one op, input's dtype.
+        return _tv_deform_conv2d(input, offset, weight.to(input.dtype), None if bias is None else bias.to(input.dtype),
+                                 stride, padding, dilation, None if mask is None else mask.to(input.dtype))
     _check_shapes(input, offset, weight, bias, stride, padding, dilation, mask)
     dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
 

@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m sdsd.enhance INPUT -o OUTPUT --model CKPT [--opt FILE.yml] [--device cpu|cuda] [--amp bf16|fp16]
+    python -m sdsd.enhance INPUT -o OUTPUT --model CKPT [--opt FILE.yml] [--device cpu|cuda]
+                           [--runtime auto|torch|openvino|onnxruntime] [--precision auto|fp32|bf16|fp16]
                            [--tile 512 --tile-overlap 64] [--batch B] [--max-frames N] [--compare]
 
 INPUT is a video file (any container/codec FFmpeg decodes) or a folder of frames (PNG/JPG/BGR ``.npy``,
@@ -17,6 +18,11 @@ size are padded to a multiple of 16, and ``--tile`` bounds memory by the tile si
 Network settings come from ``--opt`` (an option file, validated whole like every entry point's; its ``network_G``
 block and ``conv_backend`` are used; ``name`` may be left out) or, without it, are read off the checkpoint
 (:func:`sdsd.archs.network_options_from_state`), so small demo checkpoints work as well as the published ones.
+
+By default (``--runtime auto --precision auto``) the runtime and precision are measured on the first window of the
+job (:class:`sdsd.runtimes.AutoBackend`): the fastest candidate this machine runs whose output stays within 40 dB
+PSNR of fp32 (bf16 only where the CPU computes it natively); ``--precision fp32`` forces exact fp32. The choice is
+remembered per machine and frame shape, and printed.
 """
 
 from __future__ import annotations
@@ -67,7 +73,8 @@ def resolve_model(model: str) -> str:
 
 def load_engine(model: str, opt_path: str | None = None, *, device: torch.device | str = "cpu",
                 precision: str = "fp32", conv_backend: str | None = None, batch: int = 1, tile: int = 0,
-                overlap: int = 64, self_ensemble: bool = False) -> Engine:
+                overlap: int = 64, self_ensemble: bool = False, runtime: str = "torch",
+                frames_hint: int | None = None) -> Engine:
     """The engine of ``sdsd.enhance``: the checkpoint loaded strictly, on ``device``.
 
     Args:
@@ -76,6 +83,8 @@ def load_engine(model: str, opt_path: str | None = None, *, device: torch.device
             ``conv_backend`` is used unless ``conv_backend`` is given; ``None`` reads the network off the checkpoint.
         device, precision, conv_backend, batch, tile, overlap, self_ensemble: see :class:`sdsd.inference.Engine`
             and :class:`sdsd.inference.TorchBackend` (``batch`` is also the frames per feature call).
+        runtime: ``torch`` (default), ``openvino``, ``onnxruntime`` or ``auto`` (:func:`sdsd.runtimes.make_backend`;
+            ``precision`` may then be ``auto``). frames_hint: the job's expected frame count (``auto`` only).
 
     Raises:
         UserError: missing/unreadable checkpoint, bad option file, or a checkpoint that does not fit.
@@ -91,7 +100,14 @@ def load_engine(model: str, opt_path: str | None = None, *, device: torch.device
         opt = options.load(opt_path, ["name=enhance"], is_train=False)
         network_opts, file_backend = opt["network_G"], opt.get("conv_backend", "auto")
     net, _, _ = load_model(resolve_model(model), network_opts, strict=True)
-    backend = TorchBackend(net, device, precision=precision, conv_backend=conv_backend or file_backend)
+    if runtime == "torch" and precision != "auto":
+        backend = TorchBackend(net, device, precision=precision, conv_backend=conv_backend or file_backend)
+    else:
+        from sdsd.runtimes import make_backend
+
+        # An explicit --conv-backend restricts auto's PyTorch candidates; the option file's only sets the default.
+        backend = make_backend(runtime, net, device, precision, conv_backend=conv_backend or file_backend,
+                               frames_hint=frames_hint)
     return Engine(backend, chunk=batch, batch=batch, tile=tile, overlap=overlap, self_ensemble=self_ensemble)
 
 
@@ -126,7 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="YAML option file whose network_G describes the network (default: read it off the "
                              "checkpoint)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast precision (default float32)")
+    parser.add_argument("--runtime", choices=("auto", "torch", "openvino", "onnxruntime"), default="auto",
+                        help="auto (default): the fastest this machine runs, measured on the first window and "
+                             "remembered; torch, openvino or onnxruntime force one")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
+                        help="auto (default): the fastest whose output is within 40 dB PSNR of fp32 on the first "
+                             "window (bf16 only on CPUs with native bf16; measured with --runtime auto, a fixed "
+                             "runtime runs fp32); fp32 forces exact")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="same as --precision")
     parser.add_argument("--conv-backend", choices=CONV_BACKENDS, default=None,
                         help="CPU convolutions: auto (winograd where NNPACK runs, else channels_last), winograd, "
                              "channels_last or nchw; all agree up to float rounding (default: the --opt file's "
@@ -274,30 +297,43 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
     memory = f"{rss:.0f} MiB" + (f" (CUDA {cuda:.0f} MiB)" if cuda is not None else "")
     kind = "video" if isinstance(writer, VideoWriter) else "PNG folder"
     described = engine.describe()
-    print(f"enhanced {count} frames in {seconds:.1f} s ({fps:.2f} frames/s, {described['runtime']} "
-          f"{described['precision']}), peak memory {memory} -> {output_path}")
+    how = f"runtime {described['runtime']} {described['precision']}" + (
+        f" {described['conv_backend']}" if described.get("conv_backend") else "") + (
+        " (chosen by measuring)" if described.get("selected_by") == "auto" else "")
+    print(how)
+    print(f"enhanced {count} frames in {seconds:.1f} s ({fps:.2f} frames/s), peak memory {memory} -> {output_path}")
     return {"frames": count, "seconds": seconds, "fps": fps, "peak_rss_mib": rss, "peak_cuda_mib": cuda,
             "output": output_path, "kind": kind, "runtime": described["runtime"],
-            "precision": described["precision"]}
+            "precision": described["precision"], "engine": described}
 
 
-def _engine_for(args, device) -> Engine:
-    if args.amp == "fp16" and device.type == "cpu":
-        raise UserError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
-    return load_engine(args.model, args.opt, device=device, precision=args.amp or "fp32",
-                       conv_backend=args.conv_backend, batch=args.batch, tile=args.tile, overlap=args.tile_overlap,
-                       self_ensemble=args.self_ensemble)
+def _engine_for(args, device, frames_hint: int | None = None) -> Engine:
+    """The engine the parsed ``args`` ask for; ``frames_hint`` (the job's frame count) lets ``--runtime auto``
+    judge whether converting a model for another runtime pays off."""
+    if args.amp and args.precision and args.amp != args.precision:
+        raise UserError(f"--amp {args.amp} and --precision {args.precision} disagree; give one of them")
+    precision = args.precision or args.amp or "auto"
+    if precision == "fp16" and device.type == "cpu":
+        raise UserError("--precision fp16 needs a CUDA device; use --precision bf16 on the CPU")
+    return load_engine(args.model, args.opt, device=device, precision=precision, conv_backend=args.conv_backend,
+                       batch=args.batch, tile=args.tile, overlap=args.tile_overlap,
+                       self_ensemble=args.self_ensemble, runtime=args.runtime, frames_hint=frames_hint)
 
 
 def enhance_file(args) -> dict:
     """Run the single-input command described by parsed ``args``; returns :func:`enhance_one`'s summary."""
     from sdsd.utils.dist import select_device
+    from sdsd.video import open_source
 
     _check_args(args)
     (input_path,) = args.inputs
     _check_paths(input_path, args.output)
-    engine = _engine_for(args, select_device(None, want=args.device))
-    return enhance_one(args, engine, input_path, args.output)
+    device = select_device(None, want=args.device)
+    with open_source(input_path, fps=args.fps) as source:  # the job's length, for --runtime auto
+        total = source.info.frame_count
+    if args.max_frames is not None:
+        total = min(total, args.max_frames) if total else args.max_frames
+    return enhance_one(args, _engine_for(args, device, total or None), input_path, args.output)
 
 
 # -- whole archives -------------------------------------------------------------------------------------------------
@@ -385,12 +421,14 @@ def enhance_archive(args, files: list[str]) -> dict:
     try:
         engine = None
         mine = []
+        todo = [files[k] for k in range(info.rank, len(files), info.world_size) if not os.path.exists(outputs[k])]
+        hint = _frames_in(todo, args) if todo else None
         for k in range(info.rank, len(files), info.world_size):
             row = {"input": files[k], "output": outputs[k], "status": "skipped", "frames": None, "seconds": None,
                    "runtime": None, "precision": None, "error": None}
             if not os.path.exists(outputs[k]):
                 try:
-                    engine = engine or _engine_for(args, info.device)
+                    engine = engine or _engine_for(args, info.device, hint)
                     done = enhance_one(args, engine, files[k], outputs[k])
                     row.update(status="done", frames=done["frames"], seconds=round(done["seconds"], 3),
                                runtime=done["runtime"], precision=done["precision"])
@@ -411,6 +449,22 @@ def enhance_archive(args, files: list[str]) -> dict:
         return summary
     finally:
         dist_utils.cleanup()
+
+
+def _frames_in(files: list[str], args) -> int | None:
+    """The frames this process will enhance (what ``--runtime auto`` weighs a conversion against); unreadable or
+    uncounted files count nothing here (they are reported when their turn comes)."""
+    from sdsd.video import open_source
+
+    total = 0
+    for path in files:
+        try:
+            with open_source(path, fps=args.fps) as source:
+                count = source.info.frame_count or 0
+        except (UserError, OSError):
+            continue
+        total += min(count, args.max_frames) if args.max_frames else count
+    return total or None
 
 
 def format_summary(rows: list[dict]) -> str:

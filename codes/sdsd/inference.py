@@ -465,7 +465,8 @@ class Engine:
 def engine_from_options(opt: dict, device: torch.device, *, self_ensemble: bool = False, batch: int = 1,
                         chunk: int = 4) -> Engine:
     """The engine of an evaluation option file: ``path.pretrain_model_G`` loaded into ``network_G``
-    (``path.strict_load``), on ``device`` with the file's ``conv_backend``, fp32.
+    (``path.strict_load``), on ``device`` with the file's ``runtime`` (default torch; see :mod:`sdsd.runtimes`) and
+    ``conv_backend``, fp32.
 
     Raises:
         UserError: the checkpoint is not set, missing or does not fit.
@@ -480,7 +481,14 @@ def engine_from_options(opt: dict, device: torch.device, *, self_ensemble: bool 
         raise UserError(f"path.pretrain_model_G: checkpoint {path} does not exist; download it or fix the path")
     net, _, report = load_model(path, opt.get("network_G") or {},
                                 strict=bool(opt["path"].get("strict_load", True)))
-    backend = TorchBackend(net, device, conv_backend=opt.get("conv_backend", "auto"))
+    runtime = opt.get("runtime", "torch")
+    if runtime == "torch":
+        backend = TorchBackend(net, device, conv_backend=opt.get("conv_backend", "auto"))
+    else:
+        from sdsd.runtimes import make_backend
+
+        # Protocol evaluation is fp32 whatever the runtime, so its numbers stay comparable.
+        backend = make_backend(runtime, net, device, "fp32", conv_backend=opt.get("conv_backend", "auto"))
     engine = Engine(backend, chunk=chunk, batch=batch, self_ensemble=self_ensemble)
     engine.checkpoint_keys = report.counts()
     return engine

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcn.ops import exporting
+
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:
     """LeakyReLU(0.1), the activation used throughout SDSD-Net."""
@@ -30,6 +32,11 @@ def cat_pair(a: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         return torch.cat([a, ref], 1)
     m, c = a.shape[:2]
     b = ref.shape[0]
+    if exporting():
+        # Graph capture for another runtime: an expand + reshape, which every runtime takes (OpenVINO refuses
+        # ``aten::unflatten`` on a slice being written to); same values.
+        rep = ref.unsqueeze(1).expand(b, m // b, *ref.shape[1:]).reshape(m, *ref.shape[1:])
+        return torch.cat([a, rep], 1)
     fmt = torch.channels_last if is_channels_last(a) else torch.contiguous_format
     out = torch.empty((m, c + ref.shape[1], *a.shape[2:]), dtype=torch.result_type(a, ref), device=a.device,
                       memory_format=fmt)

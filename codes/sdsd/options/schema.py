@@ -205,6 +205,9 @@ TOP_KEYS = {
                            "PyTorch; auto = winograd on a CPU with NNPACK, else channels_last on a CPU and nchw on "
                            "other devices. All agree up to float rounding (sdsd.archs.fastconv).",
                            choice_from("sdsd.archs.fastconv:CONV_BACKENDS")),
+    "runtime": Option("torch", "Evaluation runtime: torch, openvino, onnxruntime or auto (fastest measured; "
+                      "sdsd.runtimes). Always fp32; torch reproduces the published numbers to the digit, the others "
+                      "within 0.01 dB.", choice("torch", "openvino", "onnxruntime", "auto")),
     "datasets": Option({}, "One dataset block per phase (train, val, test, ...); see the dataset keys.", mapping),
     "network_G": Option({}, "The network block; see the network keys.", mapping),
     "path": Option({}, "Paths; see the path keys.", mapping),

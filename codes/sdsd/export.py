@@ -1,0 +1,135 @@
+"""Export SDSD-Net for other runtimes: ONNX (ONNX Runtime) or OpenVINO IR.
+
+Usage::
+
+    python -m sdsd.export CKPT --format onnx|openvino -o DIR [--opt FILE.yml] [--height H --width W]
+
+Two graphs are written, so a runtime keeps the engine's feature reuse: ``features`` (per frame: ``T x 3 x H x W``
+-> the ``L1, L2, L3`` pyramid) and ``windows`` (per window: the pyramid of the N frames + the centre frame ->
+``enhanced, illumination, denoised``). ONNX graphs (opset 19, the deformable convolution as ``DeformConv``) have a
+dynamic frame count, height and width; OpenVINO models are for ``--height x --width`` frames, one frame or window
+per call (with dynamic height/width its converted window graph did not match PyTorch). Network settings come from
+``--opt`` (its ``network_G``) or are read off the checkpoint. After writing, both graphs are run on random frames
+and the largest difference to PyTorch is printed.
+
+``sdsd.enhance --runtime openvino|onnxruntime`` and ``runtime:`` in option files export on their own (into the
+model cache, :mod:`sdsd.runtimes`); this command is for using the graphs elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+import torch
+
+from sdsd.errors import UserError, cli_main
+
+__all__ = ["export", "main"]
+
+
+def export(checkpoint: str, fmt: str, output: str, opt_path: str | None = None, height: int = 64,
+           width: int = 96) -> dict:
+    """Export ``checkpoint`` as ``fmt`` (``onnx`` or ``openvino``) into the folder ``output``.
+
+    Returns ``{"files": [...], "max_abs_diff": float}`` (the check against PyTorch on random frames).
+
+    Raises:
+        UserError: bad checkpoint / option file / shape, or the runtime is missing or refuses the graph.
+    """
+    from sdsd import runtimes
+    from sdsd.archs import load_model
+
+    if fmt not in ("onnx", "openvino"):
+        raise UserError(f"--format {fmt!r}: use onnx or openvino")
+    network_opts = None
+    if opt_path is not None:
+        from sdsd import options
+
+        network_opts = options.load(opt_path, ["name=export"], is_train=False)["network_G"]
+    net, _, _ = load_model(checkpoint, network_opts, strict=True)
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UserError(f"-o {output} is a file; give a folder")
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        if fmt == "onnx":
+            paths = runtimes.export_onnx(net, tmp, height, width)
+        else:
+            paths = runtimes.export_openvino(net, tmp, height, width)
+        diff = _check(fmt, paths, net, height, width)
+        os.makedirs(output, exist_ok=True)
+        files = []
+        for name in sorted(os.listdir(tmp)):
+            os.replace(os.path.join(tmp, name), os.path.join(output, name))
+            files.append(os.path.join(output, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"files": files, "max_abs_diff": diff}
+
+
+def _check(fmt: str, paths: dict, net, height: int, width: int) -> float:
+    """Largest absolute difference between the exported graphs and PyTorch (features and window outputs)."""
+    import numpy as np
+
+    from sdsd import runtimes
+
+    net = runtimes._plain_copy(net)
+    x, feats, base = runtimes._examples(net, height, width, frames=2, windows=1)
+    with torch.no_grad():
+        want = [*net.extract_features(x[:1]), *net.forward_features(tuple(f[:1] for f in feats), base[:1])]
+    inputs = ([x[:1].numpy()], [f[:1].numpy() for f in feats] + [base[:1].numpy()])
+    if fmt == "onnx":
+        ort = runtimes.import_runtime("onnxruntime")
+        got = []
+        for key, arrays in zip(("features", "windows"), inputs):
+            session = ort.InferenceSession(paths[key], providers=["CPUExecutionProvider"])
+            got += session.run(None, {i.name: a for i, a in zip(session.get_inputs(), arrays)})
+    else:
+        ov = runtimes.import_runtime("openvino")
+        core = ov.Core()
+        got = []
+        for key, arrays in zip(("features", "windows"), inputs):
+            compiled = core.compile_model(core.read_model(paths[key]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            result = compiled(arrays)
+            got += [np.asarray(result[i]) for i in range(3)]
+    return max(float(np.abs(np.asarray(g) - w.numpy()).max()) for g, w in zip(got, want))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sdsd.export",
+                                     description="Export SDSD-Net's two graphs (features, windows) for ONNX Runtime "
+                                                 "or OpenVINO.")
+    parser.add_argument("checkpoint", help="checkpoint path, or indoor|outdoor|smid for pretrain/<name>_G.pth")
+    parser.add_argument("--format", required=True, choices=("onnx", "openvino"))
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("--opt", default=None, help="option file whose network_G describes the network "
+                                                    "(default: read it off the checkpoint)")
+    parser.add_argument("--height", type=int, default=None,
+                        help="frame height, a multiple of 16 (OpenVINO: the model's fixed size, default 512; "
+                             "ONNX: only the example's, the graph takes any)")
+    parser.add_argument("--width", type=int, default=None, help="frame width (OpenVINO default 960)")
+    return parser
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m sdsd.export``."""
+    from sdsd.enhance import resolve_model
+
+    args = build_parser().parse_args(argv)
+    default = (512, 960) if args.format == "openvino" else (64, 96)
+    height = args.height if args.height is not None else default[0]
+    width = args.width if args.width is not None else default[1]
+    result = export(resolve_model(args.checkpoint), args.format, args.output, args.opt, height, width)
+    print(f"wrote {', '.join(result['files'])}")
+    print(f"max abs difference to PyTorch on random frames: {result['max_abs_diff']:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
