@@ -303,3 +303,16 @@ def test_random_weights_are_not_loaded_silently(tree):
     key = "conv_first_1.weight"
     torch.testing.assert_close(net.state_dict()[key], state[key])
     assert not torch.equal(fresh[key], state[key])
+
+
+@pytest.mark.parametrize("module", [quantitative, qualitative])
+def test_results_root_that_is_a_file_fails_before_any_work(module, tree, tmp_path, capsys, monkeypatch):
+    """Before: a results_root that is a file failed with a traceback after the whole evaluation."""
+    blocker = tmp_path / "results"
+    blocker.write_text("a file, not a folder")
+    loaded = []
+    monkeypatch.setattr("sdsd.data.build_dataset", lambda *a, **k: loaded.append(a))  # must not be reached
+    items = overrides(tree, tree["checkpoint"], str(blocker))
+    message = run_cli_error(module, ["-opt", IN_SDSD, "--no-progress", *set_args(items)], capsys)
+    assert "path.results_root" in message and "is a file" in message and str(blocker) in message
+    assert loaded == [] and blocker.read_text() == "a file, not a folder"
