@@ -71,7 +71,18 @@ def resolve_model(model: str) -> str:
                     f"{PRETRAINED_URL} into pretrain/ (or give --model PATH)")
 
 
-def load_engine(model: str, opt_path: str | None = None, *, device: torch.device | str = "cpu",
+def load_option_file(path: str) -> dict:
+    """Load and validate an option file for ``sdsd.enhance`` (every key and value, as for the tests).
+
+    ``name`` (an experiment's folder) means nothing here and may be left out, so a file holding only a
+    ``network_G`` block is enough.
+    """
+    from sdsd import options
+
+    return options.load(path, ["name=enhance"], is_train=False)
+
+
+def load_engine(model: str, opt_path: str | dict | None = None, *, device: torch.device | str = "cpu",
                 precision: str = "fp32", conv_backend: str | None = None, batch: int = 1, tile: int = 0,
                 overlap: int = 64, self_ensemble: bool = False, runtime: str = "torch",
                 frames_hint: int | None = None) -> Engine:
@@ -79,7 +90,8 @@ def load_engine(model: str, opt_path: str | None = None, *, device: torch.device
 
     Args:
         model: a checkpoint path, or ``indoor`` / ``outdoor`` / ``smid`` (see :func:`resolve_model`).
-        opt_path: an option file (validated whole) whose ``network_G`` describes the network and whose
+        opt_path: an option file (validated whole; or the dict :func:`load_option_file` returned) whose
+            ``network_G`` describes the network and whose
             ``conv_backend`` is used unless ``conv_backend`` is given; ``None`` reads the network off the checkpoint.
         device, precision, conv_backend, batch, tile, overlap, self_ensemble: see :class:`sdsd.inference.Engine`
             and :class:`sdsd.inference.TorchBackend` (``batch`` is also the frames per feature call).
@@ -93,11 +105,7 @@ def load_engine(model: str, opt_path: str | None = None, *, device: torch.device
 
     network_opts, file_backend = None, "auto"
     if opt_path is not None:
-        from sdsd import options
-
-        # Every key and value is checked as for the tests; ``name`` (an experiment's folder) means nothing here and
-        # may be left out, so a file holding only a network_G block is enough.
-        opt = options.load(opt_path, ["name=enhance"], is_train=False)
+        opt = load_option_file(opt_path) if isinstance(opt_path, str) else opt_path
         network_opts, file_backend = opt["network_G"], opt.get("conv_backend", "auto")
     net, _, _ = load_model(resolve_model(model), network_opts, strict=True)
     if runtime == "torch" and precision != "auto":
@@ -498,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    if args.opt is not None:  # the option file is checked before anything else is looked at
+        args.opt = load_option_file(args.opt)
     files = archive_inputs(args.inputs)
     if files is None:
         if len(args.inputs) != 1:
