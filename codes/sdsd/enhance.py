@@ -331,17 +331,11 @@ def _engine_for(args, device, frames_hint: int | None = None) -> Engine:
 def enhance_file(args) -> dict:
     """Run the single-input command described by parsed ``args``; returns :func:`enhance_one`'s summary."""
     from sdsd.utils.dist import select_device
-    from sdsd.video import open_source
-
     _check_args(args)
     (input_path,) = args.inputs
     _check_paths(input_path, args.output)
     device = select_device(None, want=args.device)
-    with open_source(input_path, fps=args.fps) as source:  # the job's length, for --runtime auto
-        total = source.info.frame_count
-    if args.max_frames is not None:
-        total = min(total, args.max_frames) if total else args.max_frames
-    return enhance_one(args, _engine_for(args, device, total or None), input_path, args.output)
+    return enhance_one(args, _engine_for(args, device, _frames_in([input_path], args)), input_path, args.output)
 
 
 # -- whole archives -------------------------------------------------------------------------------------------------
@@ -460,17 +454,14 @@ def enhance_archive(args, files: list[str]) -> dict:
 
 
 def _frames_in(files: list[str], args) -> int | None:
-    """The frames this process will enhance (what ``--runtime auto`` weighs a conversion against); unreadable or
-    uncounted files count nothing here (they are reported when their turn comes)."""
-    from sdsd.video import open_source
+    """The frames this process will enhance (what ``--runtime auto`` weighs a conversion against), from the
+    containers' frame counts without decoding; unreadable or uncounted files count nothing here (they are reported
+    when their turn comes)."""
+    from sdsd.video import probe_frame_count
 
     total = 0
     for path in files:
-        try:
-            with open_source(path, fps=args.fps) as source:
-                count = source.info.frame_count or 0
-        except (UserError, OSError):
-            continue
+        count = probe_frame_count(path) or 0
         total += min(count, args.max_frames) if args.max_frames else count
     return total or None
 

@@ -65,6 +65,7 @@ __all__ = [
     "default_matrix",
     "output_color",
     "open_source",
+    "probe_frame_count",
     "read_frames",
     "is_video_path",
     "open_writer",
@@ -420,6 +421,19 @@ class FrameSource:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def probe_frame_count(path: str) -> int | None:
+    """The number of frames of a video (as its container says, without decoding) or of a frame folder; ``None``
+    when unknown or unreadable."""
+    try:
+        if os.path.isdir(path):
+            return sum(1 for n in os.listdir(path) if n.lower().endswith(FRAME_EXTS) and not n.startswith("."))
+        with av.open(path) as container:
+            streams = container.streams.video
+            return int(streams[0].frames) or None if streams else None
+    except (av.FFmpegError, OSError, ValueError):
+        return None
 
 
 def open_source(path: str, fps: float | Fraction | None = None) -> FrameSource:
