@@ -58,3 +58,13 @@ def test_bad_shape_and_missing_runtime_are_one_line_errors(checkpoint, tmp_path)
     missing = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
     assert "openvino is not installed" in missing.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_runtime_objects():
+    """Free this module's OpenVINO / ONNX Runtime objects when it ends, not at a later test's garbage collection
+    (destroying them there aborted the process while a later test was encoding a video)."""
+    yield
+    import gc
+
+    gc.collect()

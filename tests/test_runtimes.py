@@ -202,3 +202,13 @@ def test_cuda_runtimes_match_torch(net, frames):
     auto = AutoBackend(aligning_tiny_net(), "cuda", "auto")
     auto.features(frames[:4].cuda())
     assert auto.describe()["device"].startswith("cuda")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_runtime_objects():
+    """Free this module's OpenVINO / ONNX Runtime objects when it ends, not at a later test's garbage collection
+    (destroying them there aborted the process while a later test was encoding a video)."""
+    yield
+    import gc
+
+    gc.collect()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import gc
 import hashlib
 import importlib
 import json
@@ -737,6 +738,9 @@ class AutoBackend(Backend):
         if self.chosen is None:
             self.chosen = self.select(frames)
             self.precision = self.chosen.precision
+            # The candidates that lost hold compiled models and sessions of other runtimes: free them now, not at
+            # some later garbage collection in the middle of decoding or encoding a video.
+            gc.collect()
         return self.chosen
 
     def features(self, frames):
