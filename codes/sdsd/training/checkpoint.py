@@ -24,6 +24,7 @@ import torch
 
 from sdsd.archs import unwrap
 from sdsd.errors import UserError
+from sdsd.exposure import sidecar_path, write_sidecar
 from sdsd.utils.io import atomic_torch_save
 
 logger = logging.getLogger("sdsd")
@@ -83,17 +84,22 @@ def save_weights(net: torch.nn.Module, path: str) -> None:
 
 def write_checkpoint(experiments_root: str, iteration: int, epoch: int, net, optimizer, scheduler, scaler=None,
                     rng_states: list | None = None, network_opt: dict | None = None,
-                    keep_last: int | None = None) -> str:
+                    keep_last: int | None = None, input_stats: dict | None = None) -> str:
     """Write ``models/<iter>_G.pth`` then ``training_state/<iter>.state``; prune to ``keep_last``. Rank 0 only.
 
     Args:
         rng_states: one :func:`get_rng_state` dict per rank (gathered by the caller).
         network_opt: the ``network_G`` block, stored so that resuming with another network is named clearly.
+        input_stats: statistics of the training inputs (:func:`sdsd.exposure.training_statistics`), written as
+            the sidecar ``models/<iter>_G.json`` beside the weights (what ``sdsd.enhance --exposure auto`` reads).
 
     Returns:
         The path of the state file.
     """
-    save_weights(net, os.path.join(models_dir(experiments_root), f"{iteration}_G.pth"))
+    weights = os.path.join(models_dir(experiments_root), f"{iteration}_G.pth")
+    save_weights(net, weights)
+    if input_stats is not None:
+        write_sidecar(input_stats, weights)
     state = {
         "version": STATE_VERSION,
         "iter": int(iteration),
@@ -131,15 +137,18 @@ def _iterations(folder: str, pattern: re.Pattern) -> list[int]:
 
 
 def prune_checkpoints(experiments_root: str, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` numbered weights and states (``latest_G.pth`` is never deleted)."""
+    """Delete all but the newest ``keep_last`` numbered weights (with their sidecars) and states (``latest_G.pth``
+    is never deleted)."""
     for folder, pattern, fmt in ((states_dir(experiments_root), _STATE_RE, "{}.state"),
                                  (models_dir(experiments_root), _MODEL_RE, "{}_G.pth")):
         iters = _iterations(folder, pattern)
         for it in iters[:-keep_last] if keep_last > 0 else []:
-            try:
-                os.remove(os.path.join(folder, fmt.format(it)))
-            except FileNotFoundError:
-                pass
+            path = os.path.join(folder, fmt.format(it))
+            for victim in (path, sidecar_path(path)) if path.endswith(".pth") else (path,):
+                try:
+                    os.remove(victim)
+                except FileNotFoundError:
+                    pass
 
 
 # -- resuming ----------------------------------------------------------------------------------------------------------

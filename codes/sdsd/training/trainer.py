@@ -26,6 +26,7 @@ from dcn import report_offsets
 from sdsd.archs import build_network, load_network, unwrap
 from sdsd.archs.fastconv import apply_conv_backend
 from sdsd.errors import UserError
+from sdsd.exposure import training_statistics, write_sidecar
 from sdsd.losses import SDSDObjective, noisy_copy
 from sdsd.options import check_training
 from sdsd.training import checkpoint as ckpt
@@ -66,6 +67,7 @@ class TrainState:
     iteration: int = 0
     epoch: int = 0
     epoch_done: bool = False  # the last batch of ``epoch`` has been consumed (a checkpoint then stores epoch + 1)
+    input_stats: dict | None = None  # what the training inputs look like: the sidecar of every saved checkpoint
 
     @property
     def device(self) -> torch.device:
@@ -286,7 +288,8 @@ def save_checkpoint(state: TrainState) -> None:
         epoch = state.epoch + 1 if state.epoch_done else state.epoch
         path = ckpt.write_checkpoint(state.opt["path"]["experiments_root"], state.iteration, epoch, state.model,
                                      state.optimizer, state.scheduler, state.scaler, rng_states=rngs,
-                                     network_opt=state.opt["network_G"], keep_last=state.opt["train"]["keep_last"])
+                                     network_opt=state.opt["network_G"], keep_last=state.opt["train"]["keep_last"],
+                                     input_stats=state.input_stats)
         logger.info("saved %s", path)
     barrier()
 
@@ -378,6 +381,12 @@ def train(opt: dict, *, auto_resume: bool = False, argv: list[str] | None = None
         logger.info("random seed %d", seed)
         loader, sampler, val_set = build_data(opt, info, seed)
         state = build_training(opt, info, resuming=bool(resume_path))
+        if info.is_main:
+            # A bounded sample, measured without touching the random streams the training uses.
+            state.input_stats = training_statistics(loader.dataset, seed)
+            logger.info("training inputs: mean linear brightness %.4g, noise level %.4g (%d windows)",
+                        state.input_stats["input"]["mean_linear"], state.input_stats["input"]["noise_sigma"],
+                        state.input_stats["windows"])
         if resume_path:
             resume(state, resume_path)
         niter = train_opt["niter"]
@@ -411,6 +420,8 @@ def train(opt: dict, *, auto_resume: bool = False, argv: list[str] | None = None
         identical = replicas_identical(state.model)
         if info.is_main:
             ckpt.save_weights(state.model, latest)
+            if state.input_stats is not None:
+                write_sidecar(state.input_stats, latest)
             logger.info("finished at iteration %d; final weights %s", state.iteration, latest)
         barrier()
         return {"iteration": state.iteration, "experiments_root": exp_root, "latest_G": latest, "log_file": log_file,
