@@ -65,7 +65,8 @@ def test_metrics_json_schema(published_run, tree, capsys):
     for key, kind in [("psnr", float), ("ssim", float), ("scenes", dict), ("frames", list), ("protocol", dict),
                       ("checkpoint", str), ("seconds_per_frame", float)]:
         assert isinstance(data[key], kind), key
-    assert data["protocol"] == {"average": "scene", "channel": "rgb", "gt_mean": False, "self_ensemble": False}
+    assert data["protocol"] == {"average": "scene", "channel": "rgb", "gt_mean": False, "self_ensemble": False,
+                                "exposure": "off"}
     assert data["checkpoint"] == tree["checkpoint"]
     assert list(data["scenes"]) == ["sceneA", "sceneB"]  # test scenes only, in order
     assert {s: v["frames"] for s, v in data["scenes"].items()} == tree["lengths"]
@@ -123,7 +124,8 @@ def test_protocol_options_recorded(tree, tmp_path):
                                  *set_args(overrides(tree, tree["checkpoint"], str(tmp_path)) + extra)])
     with open(tmp_path / "metrics.json") as f:
         data = json.load(f)
-    assert data["protocol"] == {"average": "frame", "channel": "y", "gt_mean": True, "self_ensemble": False}
+    assert data["protocol"] == {"average": "frame", "channel": "y", "gt_mean": True, "self_ensemble": False,
+                                "exposure": "off"}
     assert data["psnr"] == pytest.approx(np.mean([r["psnr"] for r in data["frames"]]), abs=1e-12)
     assert results["psnr"] == data["psnr"]
 

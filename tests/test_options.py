@@ -330,9 +330,11 @@ def test_check_protocol_returns_the_validated_protocol():
     from sdsd.evaluation.common import check_protocol
 
     opt = options.load(TEST_FILE, ["protocol.channel=y"])
-    assert check_protocol(opt) == {"average": "scene", "channel": "y", "gt_mean": False, "self_ensemble": False}
+    assert check_protocol(opt) == {"average": "scene", "channel": "y", "gt_mean": False, "self_ensemble": False,
+                                   "exposure": "off"}
     assert check_protocol(opt, self_ensemble=True)["self_ensemble"] is True
-    assert check_protocol({}) == {"average": "scene", "channel": "rgb", "gt_mean": False, "self_ensemble": False}
+    assert check_protocol({}) == {"average": "scene", "channel": "rgb", "gt_mean": False, "self_ensemble": False,
+                                  "exposure": "off"}
 
 
 # -- the entry points: the option error comes first, as one line with exit status 2 ---------------------------------

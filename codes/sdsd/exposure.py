@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -174,3 +175,143 @@ def read_sidecar(weights_path: str) -> dict | None:
         raise UserError(f"{path} is not a valid training-statistics sidecar (format {data.get('format')!r}, "
                         f"input.mean_linear {mean}); delete it or pass --exposure VALUE")
     return data
+
+
+# -- matching a video to the training brightness ---------------------------------------------------------------------
+
+#: Frames over which the gain follows a change of the video's brightness (time constant of the moving average).
+TIME_CONSTANT = 8.0
+#: The gain stays within [1 / MAX_GAIN, MAX_GAIN]: a black frame (a fade, a lens cap) must not ask for infinity.
+MAX_GAIN = 256.0
+_LINEAR_LUT = None
+
+
+def _linear_np(frame: np.ndarray) -> np.ndarray:
+    """sRGB ``uint8`` or float32 [0, 1] frame -> float32 linear light."""
+    global _LINEAR_LUT
+    if frame.dtype == np.uint8:
+        if _LINEAR_LUT is None:
+            _LINEAR_LUT = srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255).float().numpy()
+        return _LINEAR_LUT[frame]
+    x = np.clip(frame.astype(np.float32, copy=False), 0.0, 1.0)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def _srgb_np(linear: np.ndarray) -> np.ndarray:
+    y = np.clip(linear, 0.0, 1.0)
+    return np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.power(y, 1.0 / 2.4) - 0.055).astype(np.float32)
+
+
+class ExposureMatcher:
+    """Brings the frames of a video, in order, to a target mean linear brightness with a smoothly varying gain.
+
+    For each frame the gain that would give it the target brightness is measured (``target / mean linear
+    brightness``); the gain applied is an exponential moving average of its logarithm (time constant
+    :data:`TIME_CONSTANT` frames, starting at the first frame's own value). A constant video gets a constant gain;
+    after a cut or a light switching on the gain glides to its new value over a few frames instead of jumping, so
+    neither the network's input nor its output pumps from frame to frame with noise or moving objects. The gain is
+    applied in linear light (clipping at full scale, as a sensor does) and the frame re-encoded with the sRGB curve.
+
+    Use one matcher per video: it holds the running gain. :attr:`gains` lists the gain of every frame seen.
+    """
+
+    def __init__(self, target: float, time_constant: float = TIME_CONSTANT):
+        if not 0 < target <= 1:
+            raise UserError(f"--exposure {target}: the target mean linear brightness must be in (0, 1]")
+        self.target = float(target)
+        self.rate = 1.0 - math.exp(-1.0 / time_constant) if time_constant > 0 else 1.0
+        self.log_gain: float | None = None
+        self.gains: list[float] = []
+
+    def update(self, brightness: float) -> float:
+        """Take one frame's mean linear brightness; return the gain for that frame."""
+        bound = math.log(MAX_GAIN)
+        wanted = min(bound, max(-bound, math.log(self.target / max(brightness, 1e-12))))
+        if self.log_gain is None:
+            self.log_gain = wanted
+        else:
+            self.log_gain += self.rate * (wanted - self.log_gain)
+        gain = math.exp(self.log_gain)
+        self.gains.append(gain)
+        return gain
+
+    def frame(self, frame: np.ndarray) -> np.ndarray:
+        """One ``H x W x 3`` sRGB frame (uint8, or float32 in [0, 1]) -> the matched float32 frame in [0, 1]."""
+        linear = _linear_np(frame)
+        gain = self.update(float(linear.mean(dtype=np.float64)))
+        return _srgb_np(linear * np.float32(gain))
+
+    def tensor(self, frame: torch.Tensor) -> torch.Tensor:
+        """One ``3 x H x W`` sRGB tensor in [0, 1] -> the matched tensor (same device and dtype)."""
+        linear = srgb_to_linear(frame.float())
+        gain = self.update(float(linear.double().mean()))
+        return linear_to_srgb(linear * gain).to(frame.dtype)
+
+    def __call__(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Match a stream of frames (what :meth:`sdsd.inference.Engine.stream` reads)."""
+        for frame in frames:
+            yield self.frame(frame)
+
+    def summary(self) -> dict:
+        """``{"target", "frames", "gain_first", "gain_last", "gain_min", "gain_max"}`` of the frames seen so far."""
+        g = self.gains or [math.nan]
+        return {"target": self.target, "frames": len(self.gains), "gain_first": g[0], "gain_last": g[-1],
+                "gain_min": min(g), "gain_max": max(g)}
+
+
+def parse_setting(value, where: str = "--exposure") -> str | float:
+    """``auto`` / ``off`` (YAML's ``off`` is ``False``) / a number in (0, 1] -> ``"auto"``, ``"off"`` or a float."""
+    if value is False or value == "off":
+        return "off"
+    if value == "auto":
+        return "auto"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not 0 < number <= 1:
+        raise UserError(f"{where} {value!r}: use auto, off, or a target mean linear brightness in (0, 1] "
+                        "(e.g. 0.01)")
+    return number
+
+
+def resolve_target(setting, weights_path: str, where: str = "--exposure") -> float | None:
+    """The target mean linear brightness for ``setting`` and a checkpoint, or ``None`` for no matching.
+
+    ``None`` (no setting given) means ``auto`` when the checkpoint has a sidecar, else off. ``auto`` reads the
+    sidecar's ``input.mean_linear``; a number is used as it is.
+
+    Raises:
+        UserError: ``auto`` asked for a checkpoint without a sidecar, or a bad setting.
+    """
+    if setting is None:
+        stats = read_sidecar(weights_path)
+        return None if stats is None else float(stats["input"]["mean_linear"])
+    setting = parse_setting(setting, where)
+    if setting == "off":
+        return None
+    if setting == "auto":
+        stats = read_sidecar(weights_path)
+        if stats is None:
+            raise UserError(f"{where} auto: {weights_path} has no training-statistics sidecar "
+                            f"({os.path.basename(sidecar_path(weights_path))}); pass {where} VALUE (the training "
+                            "inputs' mean linear brightness) or off")
+        return float(stats["input"]["mean_linear"])
+    return float(setting)
+
+
+class MatchedDataset:
+    """An evaluation dataset whose scenes' inputs are matched to ``target`` (every scene from its first frame,
+    so a frame's gain does not depend on how frames are shared out among processes)."""
+
+    def __init__(self, dataset, target: float):
+        self.dataset = dataset
+        self.target = target
+
+    def __getattr__(self, name):
+        return getattr(self.dataset, name)
+
+    def load_scene(self, scene):
+        lq, gt = self.dataset.load_scene(scene)
+        matcher = ExposureMatcher(self.target)
+        return torch.stack([matcher.tensor(frame) for frame in lq]), gt

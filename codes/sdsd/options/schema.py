@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from sdsd.options.checks import (
     REQUIRED,
+    Check,
+    Invalid,
     Option,
     boolean,
     choice,
@@ -168,7 +170,21 @@ PROTOCOL_KEYS = {
     "gt_mean": Option(False, "Scale each output so its mean matches the GT mean before scoring (used by some papers).",
                       boolean()),
     "self_ensemble": Option(False, "Average the outputs over flips (x4 cost).", boolean()),
+    "exposure": Option("off", "off (published): inputs as they are; auto: each scene's inputs brought, in linear "
+                       "light with a smoothly varying gain, to the mean brightness of the training inputs (from the "
+                       "checkpoint's sidecar <model>.json); a number in (0, 1]: that target mean linear brightness.",
+                       Check("off, auto, or a number in (0, 1]", lambda v: _exposure_setting(v))),
 }
+
+
+def _exposure_setting(value):
+    from sdsd.errors import UserError
+    from sdsd.exposure import parse_setting
+
+    try:
+        return parse_setting(value)
+    except UserError:
+        raise Invalid from None
 
 TOP_KEYS = {
     "name": Option(REQUIRED, "Experiment name: experiments/<name>/, results/<name>/ (published).", text("a name")),
