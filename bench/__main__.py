@@ -8,7 +8,10 @@ missing or fails is reported as skipped and the others still run):
 * ``dcn``: our deformable conv against torchvision's (:mod:`bench.dcn_speed`);
 * ``train``: training iterations/s at the published 128x128 crop (:mod:`bench.train_speed`);
 * ``data``: training data-loader throughput (:mod:`bench.data_speed`);
-* ``enhance``: streaming enhancement speed and memory (:mod:`bench.enhance_speed`).
+* ``enhance``: streaming enhancement speed and memory (:mod:`bench.enhance_speed`);
+* ``real``: a trained model (``make demo``'s) on real footage it never saw, darkened to several exposures with two
+  camera models, against the best global brightening, with and without ``--exposure auto``
+  (:mod:`bench.real_footage`).
 
 Usage: ``python -m bench [--quick] [--only network,dcn] [--tiny] [--out PATH]`` (also ``make bench``).
 The machine's load average is recorded: on a shared machine absolute times vary, ratios within a run hold.
@@ -30,6 +33,7 @@ BENCHES = {
     "train": "bench.train_speed",
     "data": "bench.data_speed",
     "enhance": "bench.enhance_speed",
+    "real": "bench.real_footage",
 }
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 

@@ -7,9 +7,10 @@ over-brightens, given one twice as dark it under-brightens. This module
   percentiles, per channel, and a noise level) and stores them in a small JSON *sidecar* beside each saved
   checkpoint, ``<iter>_G.json`` next to ``<iter>_G.pth`` (:func:`write_sidecar`, :func:`read_sidecar`); the
   ``.pth`` stays a plain ``state_dict``;
-* rescales the frames of a video in linear light so that their mean brightness is the one the model was trained
-  on (:class:`ExposureMatcher`), with a gain that follows the video smoothly over time (an exponential moving
-  average of the log-gain), so that a cut or a light switching on does not make the output flicker.
+* rescales the frames of a video in linear light so that their brightness (a white level: the 99th percentile of
+  the linear values) is the one the model was trained on (:class:`ExposureMatcher`), with a gain that follows
+  the video smoothly over time (an exponential moving average of the log-gain), so that a cut or a light
+  switching on does not make the output flicker.
 
 Brightness is measured in *linear light*: the network's inputs are sRGB-encoded values in [0, 1], decoded with
 the inverse sRGB curve before averaging, and the gain is applied there and re-encoded, as a camera's exposure
@@ -167,13 +168,13 @@ def read_sidecar(weights_path: str) -> dict | None:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        mean = float(data["input"]["mean_linear"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{path} is not a training-statistics sidecar (no input.mean_linear); delete it or "
+        mean = target_of(data)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        raise UserError(f"{path} is not a training-statistics sidecar (no input.percentiles_linear); delete it or "
                         "pass --exposure VALUE") from None
     if data.get("format") != SIDECAR_FORMAT or not 0 < mean <= 1:
         raise UserError(f"{path} is not a valid training-statistics sidecar (format {data.get('format')!r}, "
-                        f"input.mean_linear {mean}); delete it or pass --exposure VALUE")
+                        f"input brightness {mean}); delete it or pass --exposure VALUE")
     return data
 
 
@@ -202,12 +203,38 @@ def _srgb_np(linear: np.ndarray) -> np.ndarray:
     return np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.power(y, 1.0 / 2.4) - 0.055).astype(np.float32)
 
 
-class ExposureMatcher:
-    """Brings the frames of a video, in order, to a target mean linear brightness with a smoothly varying gain.
+#: The brightness measured: ``p99``, the 99th percentile of the linear values (a white level), or ``mean``.
+#: Matching the white level carries over between contents far better than matching the mean: on two real clips
+#: the mean linear brightness of the clean frames was 0.45 and 0.20 against 0.21 for the demo's training frames,
+#: the 99th percentile 0.94 and 0.97 against 0.87.
+STATISTIC = "p99"
 
-    For each frame the gain that would give it the target brightness is measured (``target / mean linear
-    brightness``); the gain applied is an exponential moving average of its logarithm (time constant
-    :data:`TIME_CONSTANT` frames, starting at the first frame's own value). A constant video gets a constant gain;
+
+def measure(linear: np.ndarray, statistic: str = STATISTIC) -> float:
+    """The brightness of an ``H x W x 3`` linear frame: its mean, or the mean over channels of a percentile."""
+    if statistic == "mean":
+        return float(linear.mean(dtype=np.float64))
+    q = float(statistic[1:])
+    flat = linear.reshape(-1, 3)
+    flat = flat[:: max(1, flat.shape[0] // 200_000)]  # a strided subsample: exact enough, fast on 4K frames
+    return float(np.percentile(flat, q, axis=0).mean())
+
+
+def target_of(stats: dict, statistic: str = STATISTIC) -> float:
+    """The sidecar's value of ``statistic`` for the training inputs."""
+    inputs = stats["input"]
+    if statistic == "mean":
+        return float(inputs["mean_linear"])
+    return float(np.mean(inputs["percentiles_linear"][statistic[1:]]))
+
+
+class ExposureMatcher:
+    """Brings the frames of a video, in order, to a target linear brightness with a smoothly varying gain.
+
+    Brightness is :func:`measure`'s statistic (by default the 99th percentile of the linear values, a white level).
+    For each frame the gain that would give it the target brightness is measured (``target / brightness``); the
+    gain applied is an exponential moving average of its logarithm (time constant :data:`TIME_CONSTANT` frames,
+    starting at the first frame's own value). A constant video gets a constant gain;
     after a cut or a light switching on the gain glides to its new value over a few frames instead of jumping, so
     neither the network's input nor its output pumps from frame to frame with noise or moving objects. The gain is
     applied in linear light (clipping at full scale, as a sensor does) and the frame re-encoded with the sRGB curve.
@@ -215,16 +242,17 @@ class ExposureMatcher:
     Use one matcher per video: it holds the running gain. :attr:`gains` lists the gain of every frame seen.
     """
 
-    def __init__(self, target: float, time_constant: float = TIME_CONSTANT):
+    def __init__(self, target: float, time_constant: float = TIME_CONSTANT, statistic: str | None = None):
         if not 0 < target <= 1:
-            raise UserError(f"--exposure {target}: the target mean linear brightness must be in (0, 1]")
+            raise UserError(f"--exposure {target}: the target linear brightness must be in (0, 1]")
         self.target = float(target)
+        self.statistic = statistic or STATISTIC
         self.rate = 1.0 - math.exp(-1.0 / time_constant) if time_constant > 0 else 1.0
         self.log_gain: float | None = None
         self.gains: list[float] = []
 
     def update(self, brightness: float) -> float:
-        """Take one frame's mean linear brightness; return the gain for that frame."""
+        """Take one frame's brightness (:func:`measure`); return the gain for that frame."""
         bound = math.log(MAX_GAIN)
         wanted = min(bound, max(-bound, math.log(self.target / max(brightness, 1e-12))))
         if self.log_gain is None:
@@ -238,13 +266,13 @@ class ExposureMatcher:
     def frame(self, frame: np.ndarray) -> np.ndarray:
         """One ``H x W x 3`` sRGB frame (uint8, or float32 in [0, 1]) -> the matched float32 frame in [0, 1]."""
         linear = _linear_np(frame)
-        gain = self.update(float(linear.mean(dtype=np.float64)))
+        gain = self.update(measure(linear, self.statistic))
         return _srgb_np(linear * np.float32(gain))
 
     def tensor(self, frame: torch.Tensor) -> torch.Tensor:
         """One ``3 x H x W`` sRGB tensor in [0, 1] -> the matched tensor (same device and dtype)."""
         linear = srgb_to_linear(frame.float())
-        gain = self.update(float(linear.double().mean()))
+        gain = self.update(measure(linear.permute(1, 2, 0).cpu().numpy(), self.statistic))
         return linear_to_srgb(linear * gain).to(frame.dtype)
 
     def __call__(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -270,23 +298,23 @@ def parse_setting(value, where: str = "--exposure") -> str | float:
     except (TypeError, ValueError):
         number = math.nan
     if isinstance(value, bool) or not 0 < number <= 1:
-        raise UserError(f"{where} {value!r}: use auto, off, or a target mean linear brightness in (0, 1] "
-                        "(e.g. 0.01)")
+        raise UserError(f"{where} {value!r}: use auto, off, or a target linear brightness (99th percentile) in "
+                        "(0, 1] (e.g. 0.04)")
     return number
 
 
 def resolve_target(setting, weights_path: str, where: str = "--exposure") -> float | None:
-    """The target mean linear brightness for ``setting`` and a checkpoint, or ``None`` for no matching.
+    """The target linear brightness (99th percentile) for ``setting`` and a checkpoint, or ``None``: no matching.
 
     ``None`` (no setting given) means ``auto`` when the checkpoint has a sidecar, else off. ``auto`` reads the
-    sidecar's ``input.mean_linear``; a number is used as it is.
+    sidecar's 99th percentile of the inputs' linear values (:func:`target_of`); a number is used as it is.
 
     Raises:
         UserError: ``auto`` asked for a checkpoint without a sidecar, or a bad setting.
     """
     if setting is None:
         stats = read_sidecar(weights_path)
-        return None if stats is None else float(stats["input"]["mean_linear"])
+        return None if stats is None else target_of(stats)
     setting = parse_setting(setting, where)
     if setting == "off":
         return None
@@ -295,8 +323,8 @@ def resolve_target(setting, weights_path: str, where: str = "--exposure") -> flo
         if stats is None:
             raise UserError(f"{where} auto: {weights_path} has no training-statistics sidecar "
                             f"({os.path.basename(sidecar_path(weights_path))}); pass {where} VALUE (the training "
-                            "inputs' mean linear brightness) or off")
-        return float(stats["input"]["mean_linear"])
+                            "inputs' 99th percentile of linear brightness) or off")
+        return target_of(stats)
     return float(setting)
 
 
