@@ -11,6 +11,9 @@ missing or fails is reported as skipped and the others still run):
 * ``enhance``: streaming enhancement speed and memory (:mod:`bench.enhance_speed`);
 * ``runtimes``: seconds per output frame of every runtime and precision (PyTorch, OpenVINO, ONNX Runtime) against
   the reference-style forward, and what ``sdsd.enhance`` picks (:mod:`bench.runtime_speed`).
+* ``real``: a trained model (``make demo``'s) on real footage it never saw, darkened to several exposures with two
+  camera models, against the best global brightening, with and without ``--exposure auto``
+  (:mod:`bench.real_footage`).
 
 Usage: ``python -m bench [--quick] [--only network,dcn] [--tiny] [--out PATH]`` (also ``make bench``).
 The machine's load average is recorded: on a shared machine absolute times vary, ratios within a run hold.
@@ -33,6 +36,7 @@ BENCHES = {
     "data": "bench.data_speed",
     "enhance": "bench.enhance_speed",
     "runtimes": "bench.runtime_speed",
+    "real": "bench.real_footage",
 }
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
 

@@ -138,3 +138,28 @@ def test_train_speed_runs_a_training_step():
     result = train_speed.run(small=True, batch=1, crop=32, iters=1, warmup=1, device="cpu")
     assert result["network"] == "small" and result["nf"] == 16 and result["compile"] is False
     assert result["seconds_per_iter"] > 0 and result["first_iter_s"] > 0
+
+
+def test_real_footage_bench_on_a_real_video(tmp_path):
+    """bench.real_footage end to end on an encoded video: every method scored, auto matching from the sidecar."""
+    from test_video import make_frames, make_video
+
+    from bench import real_footage
+    from sdsd.exposure import write_sidecar
+    from tests.evaluation_helpers import save_tiny_checkpoint
+
+    video = make_video(str(tmp_path / "clip.mp4"), make_frames(8, 144, 176), audio=None)
+    weights = save_tiny_checkpoint(str(tmp_path / "tiny_G.pth"))
+    with pytest.raises(sdsd.errors.UserError, match="sidecar"):
+        real_footage.run(quick=True, model=weights, videos=[video])
+    write_sidecar({"input": {"mean_linear": 0.01, "percentiles_linear": {"99": [0.04, 0.04, 0.04]}}}, weights)
+    result = real_footage.run(quick=True, model=weights, videos=[video])
+    assert result["target"] == pytest.approx(0.04) and result["clips"] == ["clip_0"]
+    for camera in real_footage.CAMERAS:
+        assert list(result[camera]) == ["0.02", "0.04", "0.1"]
+        for row in result[camera].values():
+            assert row["brightening"] > row["input"] and row["brightening_blur"] > 0
+            assert row["auto_over_brightening_db"] == pytest.approx(row["model_auto"] - row["brightening"], abs=0.02)
+    # Less light, worse input.
+    assert result["srgb"]["0.02"]["input"] < result["srgb"]["0.1"]["input"]
+    assert "model_auto" in real_footage.format_table(result)

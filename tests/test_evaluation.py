@@ -68,7 +68,7 @@ def test_metrics_json_schema(published_run, tree, capsys):
     # The published protocol (the default preset), every resolved setting recorded; the tree is not resized.
     assert data["protocol"] == {"average": "scene", "channel": "rgb", "gt_mean": False, "self_ensemble": False,
                                 "preset": "sdsd", "psnr": "uint8", "ssim": True, "split": "dynamic",
-                                "test_frames": 30, "train_size": None, "overrides": {}}
+                                "test_frames": 30, "train_size": None, "overrides": {}, "exposure": "off"}
     assert data["checkpoint"] == tree["checkpoint"]
     n = len(torch.load(tree["checkpoint"], weights_only=True))
     assert data["checkpoint_keys"] == {"loaded": n, "missing": 0, "unexpected": 0}
@@ -133,7 +133,8 @@ def test_protocol_options_recorded(tree, tmp_path):
     assert data["protocol"] == {"average": "frame", "channel": "y", "gt_mean": "bt601", "self_ensemble": False,
                                 "preset": "sdsd", "psnr": "uint8", "ssim": True, "split": "dynamic",
                                 "test_frames": 30, "train_size": None,
-                                "overrides": {"average": "frame", "channel": "y", "gt_mean": "bt601"}}
+                                "overrides": {"average": "frame", "channel": "y", "gt_mean": "bt601"},
+                                "exposure": "off"}
     assert data["psnr"] == pytest.approx(np.mean([r["psnr"] for r in data["frames"]]), abs=1e-12)
     assert results["psnr"] == data["psnr"]
 

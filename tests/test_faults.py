@@ -48,6 +48,11 @@ def listing(folder):
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
+def weights(folder):
+    """The weight files of a models/ folder (each has a training-statistics sidecar ``<name>.json`` beside it)."""
+    return [name for name in listing(folder) if not name.endswith(".json")]
+
+
 # -- 1: the experiment name -----------------------------------------------------------------------------------------
 
 
@@ -78,11 +83,12 @@ def test_item2_resume_from_older_state_sets_newer_aside_and_keeps_what_it_writes
     out = train(load(tmp_path, opt, [f"path.resume_state={exp}/training_state/1.state", "train.niter=2",
                                      "train.keep_last=2"]), progress=False)
     assert listing(exp / "training_state") == ["1.state", "2.state"]
-    assert listing(exp / "models") == ["1_G.pth", "2_G.pth", "latest_G.pth"]
+    assert weights(exp / "models") == ["1_G.pth", "2_G.pth", "latest_G.pth"]
     aside = [d for d in listing(exp) if d.startswith("set_aside_")]
     assert len(aside) == 1  # the abandoned line is kept, not deleted
     assert listing(exp / aside[0] / "training_state") == ["2.state", "3.state", "4.state"]
-    assert listing(exp / aside[0] / "models") == ["2_G.pth", "3_G.pth", "4_G.pth"]
+    assert weights(exp / aside[0] / "models") == ["2_G.pth", "3_G.pth", "4_G.pth"]
+    assert listing(exp / aside[0] / "models") == ["2_G.json", "2_G.pth", "3_G.json", "3_G.pth", "4_G.json", "4_G.pth"]
     log = open(out["log_file"]).read()
     assert f"saved {exp}/training_state/2.state" in log and "moved the 6 newer weights/state files" in log
     assert all_files_loadable(str(exp)) == []
@@ -121,7 +127,7 @@ def test_item3_states_but_none_resumable_is_an_error_not_a_fresh_start(tmp_path)
     assert "\n" not in str(err.value)
     # Before: the folder was archived and training restarted from iteration 0 with only warnings.
     assert listing(tmp_path / "experiments") == ["tiny"]
-    assert listing(exp / "models") == ["1_G.pth", "2_G.pth", "latest_G.pth"]
+    assert weights(exp / "models") == ["1_G.pth", "2_G.pth", "latest_G.pth"]
 
 
 def test_item3_no_state_at_all_starts_afresh_and_a_named_state_never_falls_back(tmp_path):

@@ -335,10 +335,10 @@ def test_check_protocol_returns_the_validated_protocol():
     published = {"preset": "sdsd", "psnr": "uint8", "ssim": True}  # the keys the presets added, as published
     opt = options.load(TEST_FILE, ["protocol.channel=y"])
     assert check_protocol(opt) == {"average": "scene", "channel": "y", "gt_mean": False, "self_ensemble": False,
-                                   **published}
+                                   "exposure": "off", **published}
     assert check_protocol(opt, self_ensemble=True)["self_ensemble"] is True
     assert check_protocol({}) == {"average": "scene", "channel": "rgb", "gt_mean": False, "self_ensemble": False,
-                                  **published}
+                                  "exposure": "off", **published}
     # gt_mean: true (the older spelling) is the preset's rule: bt601 by default, Retinexformer's under its preset.
     assert check_protocol({"protocol": {"gt_mean": True}})["gt_mean"] == "bt601"
     assert check_protocol(options.load(TEST_FILE, ["protocol.gt_mean=true"]))["gt_mean"] == "bt601"

@@ -296,7 +296,8 @@ def test_shipped_option_files(preset, kind):
     opt = options.load(path)
     block = opt["datasets"]["test"]
     assert (block["split"], block["test_frames"], block["train_size"]) == SHIPPED[(preset, kind)]
-    assert check_protocol(opt) == {**PRESETS[preset].protocol, "preset": preset, "self_ensemble": False}
+    assert check_protocol(opt) == {**PRESETS[preset].protocol, "preset": preset, "self_ensemble": False,
+                                   "exposure": "off"}
     if kind != "smid":
         assert "static_np" in block["dataroot_GT"] and block["testing_dir"].count(",") in (5, 9)
 
@@ -314,7 +315,7 @@ def test_explicit_keys_win_over_the_preset(tmp_path):
     # And the default preset changes nothing a file without a preset says (the published protocol).
     plain = options.load(IN_SDSD)
     assert plain["protocol"] == {"preset": "sdsd", "average": "scene", "channel": "rgb", "psnr": "uint8",
-                                 "ssim": True, "gt_mean": False, "self_ensemble": False}
+                                 "ssim": True, "gt_mean": False, "self_ensemble": False, "exposure": "off"}
     assert (plain["datasets"]["test"]["split"], plain["datasets"]["test"]["test_frames"]) == ("dynamic", 30)
 
 

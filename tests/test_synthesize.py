@@ -214,3 +214,34 @@ def test_cli_success_and_one_line_errors(tmp_path):
 
     unknown = _run_cli(str(tmp_path / "y"), "--frames", "many")
     assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_noise_levels_drawn_per_scene_from_ranges(tmp_path):
+    grey = np.full((2, 32, 32, 3), 200, np.uint8)
+    # One value and a degenerate range give the same bytes (no extra draw), so older datasets reproduce.
+    single, info = degrade_clip(grey, np.random.default_rng(3), exposure=(0.1, 0.1), shot_noise=2e-3, read_noise=1e-3)
+    same, _ = degrade_clip(grey, np.random.default_rng(3), exposure=(0.1, 0.1), shot_noise=(2e-3, 2e-3),
+                           read_noise=(1e-3, 1e-3))
+    assert np.array_equal(single, same) and info["shot_noise"] == 2e-3 and info["read_noise"] == 1e-3
+    drawn = [degrade_clip(grey, np.random.default_rng(s), exposure=(0.1, 0.1), shot_noise=(1e-4, 1e-2),
+                          read_noise=(0, 2e-3))[1] for s in range(40)]
+    shots = np.array([d["shot_noise"] for d in drawn])
+    reads = np.array([d["read_noise"] for d in drawn])
+    assert shots.min() >= 1e-4 and shots.max() <= 1e-2 and shots.min() < 5e-4 and shots.max() > 2e-3
+    assert np.median(np.log10(shots)) == pytest.approx(-3, abs=0.5)  # log-uniform
+    assert reads.min() >= 0 and reads.max() <= 2e-3 and reads.std() > 3e-4  # uniform from 0
+    # A pure power law (another camera) linearises and re-encodes with the same law.
+    gamma_low, _ = degrade_clip(grey, np.random.default_rng(0), exposure=(0.1, 0.1), shot_noise=0, read_noise=0,
+                                gamma=2.2)
+    assert np.all(gamma_low == np.round(((200 / 255) ** 2.2 * 0.1) ** (1 / 2.2) * 255))
+
+    out = tmp_path / "ranges"
+    result = _run_cli(str(out), "--scenes", "2", "--test-scenes", "1", "--frames", "2", "--size", "32", "48",
+                      "--shot-noise", "1e-4", "1e-2", "--read-noise", "1e-3", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    params = json.loads((out / "summary.json").read_text())["params"]
+    assert params["shot_noise"] == [1e-4, 1e-2] and params["read_noise"] == 1e-3
+    bad = _run_cli(str(tmp_path / "bad"), "--shot-noise", "1e-3", "2e-3", "3e-3")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --shot-noise takes one value or MIN MAX")
+    bad = _run_cli(str(tmp_path / "bad"), "--read-noise", "2e-3", "1e-3")
+    assert bad.returncode == 2 and "--read-noise" in bad.stderr and "Traceback" not in bad.stderr

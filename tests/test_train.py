@@ -73,7 +73,9 @@ def test_train_writes_published_layout_and_tensorboard(tmp_path):
     result = train(load(tmp_path, make_options(tmp_path, niter=4)), progress=False)
     exp = tmp_path / "experiments" / "tiny"
     assert result["iteration"] == 4 and result["world_size"] == 1
-    assert sorted(os.listdir(exp / "models")) == ["2_G.pth", "4_G.pth", "latest_G.pth"]
+    # Each weights file has its training-statistics sidecar beside it (sdsd.exposure).
+    assert sorted(os.listdir(exp / "models")) == ["2_G.json", "2_G.pth", "4_G.json", "4_G.pth", "latest_G.json",
+                                                  "latest_G.pth"]
     assert sorted(os.listdir(exp / "training_state")) == ["2.state", "4.state"]
     assert sorted(os.listdir(exp / "val_images")) == ["2.png", "4.png"]
     assert all_files_loadable(str(exp)) == []

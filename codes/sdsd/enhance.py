@@ -40,6 +40,7 @@ import torch
 
 from sdsd.archs.fastconv import CONV_BACKENDS
 from sdsd.errors import UserError, cli_main
+from sdsd.exposure import ExposureMatcher
 from sdsd.inference import MIN_SIZE, Engine, TorchBackend
 from sdsd.utils.io import remove_stale_temps
 
@@ -168,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="process S x S tiles (rounded up to a multiple of 16) for frames too large for memory")
     parser.add_argument("--tile-overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
     parser.add_argument("--batch", type=int, default=1, help="windows per forward pass (default 1)")
+    parser.add_argument("--exposure", default=None, metavar="auto|off|VALUE",
+                        help="bring each frame, in linear light and with a gain that changes smoothly over time, to "
+                             "the brightness the model was trained on (auto: from the checkpoint's sidecar "
+                             "<model>.json; VALUE: the target 99th percentile of the linear values, for checkpoints "
+                             "without one). Default: auto when the checkpoint has a sidecar, else off")
     parser.add_argument("--max-frames", type=int, default=None, help="only the first N frames (a preview)")
     parser.add_argument("--padding", default="new_info", choices=("new_info", "replicate", "reflection", "circle"),
                         help="window rule at the clip ends (default new_info, as published)")
@@ -283,6 +289,11 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
         queue: deque[np.ndarray] = deque()
         if args.compare:
             inputs = _tee_inputs(inputs, queue)
+        matcher = None
+        if getattr(args, "exposure_target", None) is not None:
+            # A transform in front of the engine: it sees the frames the network sees, in order.
+            matcher = ExposureMatcher(args.exposure_target)
+            inputs = matcher(inputs)
         results = engine.stream(inputs, padding=args.padding, as_float=deep)
         if args.compare:
             results = _side_by_side((queue.popleft(), out) for out in results)
@@ -308,11 +319,27 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
     how = f"runtime {described['runtime']} {described['precision']}" + (
         f" {described['conv_backend']}" if described.get("conv_backend") else "") + (
         " (chosen by measuring)" if described.get("selected_by") == "auto" else "")
+    if matcher is not None:
+        gains = matcher.summary()
+        how += f", exposure gain {gains['gain_min']:.3g}-{gains['gain_max']:.3g}"
     print(how)
     print(f"enhanced {count} frames in {seconds:.1f} s ({fps:.2f} frames/s), peak memory {memory} -> {output_path}")
     return {"frames": count, "seconds": seconds, "fps": fps, "peak_rss_mib": rss, "peak_cuda_mib": cuda,
             "output": output_path, "kind": kind, "runtime": described["runtime"],
-            "precision": described["precision"], "engine": described}
+            "precision": described["precision"], "engine": described,
+            "exposure": matcher.summary() if matcher is not None else None}
+
+
+def set_exposure(args) -> float | None:
+    """Resolve ``args.exposure`` against the checkpoint into ``args.exposure_target`` (``None``: no matching)."""
+    from sdsd.exposure import resolve_target
+
+    model = resolve_model(args.model)
+    args.exposure_target = resolve_target(args.exposure, model)
+    if args.exposure is None and args.exposure_target is None:
+        print(f"info: {model} has no training-statistics sidecar: --exposure off (give --exposure VALUE, a target "
+              "99th percentile of linear brightness, to match the input's exposure)")
+    return args.exposure_target
 
 
 def _engine_for(args, device, frames_hint: int | None = None) -> Engine:
@@ -334,6 +361,7 @@ def enhance_file(args) -> dict:
     _check_args(args)
     (input_path,) = args.inputs
     _check_paths(input_path, args.output)
+    set_exposure(args)
     device = select_device(None, want=args.device)
     return enhance_one(args, _engine_for(args, device, _frames_in([input_path], args)), input_path, args.output)
 
@@ -417,6 +445,7 @@ def enhance_archive(args, files: list[str]) -> dict:
     from sdsd.utils.io import atomic_write_json
 
     _check_args(args)
+    set_exposure(args)
     outputs = archive_outputs(files, args.output)
     os.makedirs(args.output, exist_ok=True)
     info = dist_utils.init_distributed(None, want=args.device)

@@ -43,6 +43,7 @@ from collections.abc import Callable
 
 from sdsd.errors import UserError, cli_main
 from sdsd.evaluation.common import add_common_arguments, check_common_arguments, check_protocol, progress_bar
+from sdsd.exposure import MatchedDataset, resolve_target
 from sdsd.inference import Engine, FrameOutput, engine_from_options, iterate_dataset, plan_work
 from sdsd.metrics import score_frame
 from sdsd.options.presets import settings as preset_settings
@@ -236,6 +237,10 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
     phase, block = select_test_block(opt)
     check_output_folder(opt["path"]["results_root"], "path.results_root")
     dataset = build_dataset(block, phase)
+    exposure_target = resolve_target(protocol["exposure"], opt["path"].get("pretrain_model_G") or "",
+                                     "protocol.exposure")
+    if exposure_target is not None:
+        dataset = MatchedDataset(dataset, exposure_target)
     engine = engine_from_options(opt, info.device, self_ensemble=protocol["self_ensemble"], batch=batch,
                                  chunk=chunk)
     results = score(engine, dataset, protocol, info, progress=progress)
@@ -247,6 +252,7 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
         "scenes": results["scenes"],
         "frames": results["frames"],
         "protocol": preset_settings(protocol, phase, block),
+        "exposure_target": exposure_target,
         "checkpoint": opt["path"]["pretrain_model_G"],
         "seconds_per_frame": results["seconds_per_frame"],
         "name": opt.get("name"),

@@ -193,7 +193,21 @@ PROTOCOL_KEYS = {
                       "under the retinexformer preset).",
                       Check("true, false, bt601 or retinexformer", _gt_mean)),
     "self_ensemble": Option(False, "Average the outputs over flips (x4 cost).", boolean()),
+    "exposure": Option("off", "off (published): inputs as they are; auto: each scene's inputs brought, in linear "
+                       "light with a smoothly varying gain, to the brightness of the training inputs (99th "
+                       "percentile, from the checkpoint's sidecar <model>.json); a number in (0, 1]: that target.",
+                       Check("off, auto, or a number in (0, 1]", lambda v: _exposure_setting(v))),
 }
+
+
+def _exposure_setting(value):
+    from sdsd.errors import UserError
+    from sdsd.exposure import parse_setting
+
+    try:
+        return parse_setting(value)
+    except UserError:
+        raise Invalid from None
 
 TOP_KEYS = {
     "name": Option(REQUIRED, "Experiment name: experiments/<name>/, results/<name>/ (published).", folder_name()),

@@ -26,7 +26,8 @@ Degradation (per scene, a simple physical camera model), applied to the clean ui
 4. add Poisson-Gaussian sensor noise: ``y = a * Poisson(x / a) + Normal(0, b^2)``, where ``a = --shot-noise`` is
    the signal-dependent variance gain (variance ``a * x``; ``1 / a`` photo-electrons at full scale) and
    ``b = --read-noise`` is the standard deviation of the signal-independent noise, both in units of the linear
-   signal where 1.0 is full scale; the result is clipped to [0, 1];
+   signal where 1.0 is full scale; the result is clipped to [0, 1]. Each takes one value, or ``MIN MAX`` to draw
+   it log-uniformly per scene (uniformly when ``MIN`` is 0), as ``--exposure`` does;
 5. re-apply the sRGB transfer curve and quantise to uint8.
 
 Everything is drawn from ``--seed`` and the scene index alone, so the same parameters give the same bytes
@@ -113,41 +114,79 @@ def linear_to_srgb(y: np.ndarray) -> np.ndarray:
 
 _LINEAR_LUT = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0)
 
+def as_range(value) -> tuple[float, float]:
+    """One value ``v`` or a pair ``(min, max)`` as ``(min, max)``."""
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    lo, hi = value
+    return float(lo), float(hi)
+
+
+def _plain_range(value):
+    """What the parameters file stores: a number for one value (as before ranges existed), a list for a range."""
+    lo, hi = as_range(value)
+    return lo if lo == hi else [lo, hi]
+
+
+def draw(rng: np.random.Generator, value) -> float:
+    """A value drawn log-uniformly from ``(min, max)`` (uniformly when ``min`` is 0); no draw for one value."""
+    lo, hi = as_range(value)
+    if hi <= lo:
+        return lo
+    if lo > 0:
+        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    return float(rng.uniform(lo, hi))
+
 
 def degrade_clip(
     frames: np.ndarray,
     rng: np.random.Generator,
     *,
     exposure: tuple[float, float] = DEFAULT_EXPOSURE,
-    shot_noise: float = DEFAULT_SHOT_NOISE,
-    read_noise: float = DEFAULT_READ_NOISE,
+    shot_noise: float | tuple[float, float] = DEFAULT_SHOT_NOISE,
+    read_noise: float | tuple[float, float] = DEFAULT_READ_NOISE,
     color_cast: float = DEFAULT_COLOR_CAST,
+    gamma: float | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Turn clean frames into low-light frames with the camera model in the module docstring.
 
     Args:
         frames: ``T x H x W x 3`` uint8 clean frames (any channel order; the cast gains follow it).
-        rng: random generator; one exposure and one colour cast are drawn for the whole clip.
+        rng: random generator; one exposure, colour cast and noise level are drawn for the whole clip.
         exposure: ``(min, max)`` of the log-uniform exposure factor.
-        shot_noise: Poisson variance gain ``a`` (variance ``a * x`` of a linear signal ``x`` in [0, 1]).
-        read_noise: standard deviation ``b`` of the Gaussian noise, same unit.
+        shot_noise: Poisson variance gain ``a`` (variance ``a * x`` of a linear signal ``x`` in [0, 1]), or a
+            ``(min, max)`` range to draw it from.
+        read_noise: standard deviation ``b`` of the Gaussian noise, same unit, or a ``(min, max)`` range.
         color_cast: half-width ``s`` of the log-gain range per channel; 0 disables the cast.
+        gamma: ``None`` for the sRGB transfer curve (the module's camera), or a pure power law ``x ** (1 / gamma)``
+            for another camera (linearised with the same law).
 
     Returns:
-        ``(low, info)``: the degraded uint8 frames (same shape) and ``{"exposure": k, "gains": [g0, g1, g2]}``.
+        ``(low, info)``: the degraded uint8 frames (same shape) and ``{"exposure": k, "gains": [g0, g1, g2],
+        "shot_noise": a, "read_noise": b}``.
     """
     lo, hi = exposure
     k = float(math.exp(rng.uniform(math.log(lo), math.log(hi)))) if hi > lo else float(lo)
     log_gains = rng.uniform(-color_cast, color_cast, size=3) if color_cast > 0 else np.zeros(3)
     gains = np.exp(log_gains - log_gains.mean())
-    x = _LINEAR_LUT[frames] * (k * gains).astype(np.float32)
+    # Drawn after the exposure and cast, and only for ranges: single values give the bytes they always gave.
+    a, b = draw(rng, shot_noise), draw(rng, read_noise)
+    if gamma is None:
+        linear = _LINEAR_LUT
+    else:
+        linear = (np.arange(256, dtype=np.float32) / 255.0) ** np.float32(gamma)
+    x = linear[frames] * (k * gains).astype(np.float32)
     np.clip(x, 0.0, 1.0, out=x)  # a channel pushed past full scale by the cast saturates like a sensor
-    if shot_noise > 0:
-        x = (rng.poisson(x / shot_noise) * shot_noise).astype(np.float32)
-    if read_noise > 0:
-        x += np.float32(read_noise) * rng.standard_normal(size=x.shape, dtype=np.float32)
-    low = np.round(linear_to_srgb(x) * 255.0).astype(np.uint8)
-    return low, {"exposure": k, "gains": [float(g) for g in gains]}
+    if a > 0:
+        x = (rng.poisson(x / a) * a).astype(np.float32)
+    if b > 0:
+        x += np.float32(b) * rng.standard_normal(size=x.shape, dtype=np.float32)
+    if gamma is None:
+        encoded = linear_to_srgb(x)
+    else:
+        encoded = np.clip(x, 0.0, 1.0) ** np.float32(1.0 / gamma)
+    low = np.round(encoded * 255.0).astype(np.uint8)
+    return low, {"exposure": k, "gains": [float(g) for g in gains], "shot_noise": a, "read_noise": b}
 
 
 # --------------------------------------------------------------------------------------------- image scenes
@@ -366,8 +405,8 @@ def _finish_scene(out: Path, scene: str, scene_index: int, clip: np.ndarray | No
         clip,
         noise_rng,
         exposure=tuple(params["exposure"]),
-        shot_noise=params["shot_noise"],
-        read_noise=params["read_noise"],
+        shot_noise=as_range(params["shot_noise"]),
+        read_noise=as_range(params["read_noise"]),
         color_cast=params["color_cast"],
     )
     for sub in ("GT", "input"):
@@ -391,9 +430,14 @@ def _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_
     lo, hi = exposure
     if not 0 < lo <= hi <= 1:
         raise UserError(f"--exposure MIN MAX needs 0 < MIN <= MAX <= 1, got {lo} {hi}")
-    for name, value in (("--shot-noise", shot_noise), ("--read-noise", read_noise), ("--color-cast", color_cast)):
-        if not (value >= 0 and math.isfinite(value)):
-            raise UserError(f"{name} must be a finite number >= 0, got {value}")
+    for name, value in (("--shot-noise", shot_noise), ("--read-noise", read_noise)):
+        if not isinstance(value, (int, float)) and len(value) != 2:
+            raise UserError(f"{name} takes one value or MIN MAX, got {list(value)}")
+        nlo, nhi = as_range(value)
+        if not (0 <= nlo <= nhi and math.isfinite(nhi)):
+            raise UserError(f"{name} must be a finite number >= 0 (or MIN MAX with 0 <= MIN <= MAX), got {value}")
+    if not (color_cast >= 0 and math.isfinite(color_cast)):
+        raise UserError(f"--color-cast must be a finite number >= 0, got {color_cast}")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
 
@@ -439,8 +483,8 @@ def synthesize(
     seed: int = 0,
     video: str | os.PathLike | None = None,
     exposure: tuple[float, float] = DEFAULT_EXPOSURE,
-    shot_noise: float = DEFAULT_SHOT_NOISE,
-    read_noise: float = DEFAULT_READ_NOISE,
+    shot_noise: float | tuple[float, float] = DEFAULT_SHOT_NOISE,
+    read_noise: float | tuple[float, float] = DEFAULT_READ_NOISE,
     color_cast: float = DEFAULT_COLOR_CAST,
     workers: int | None = None,
     verbose: bool = True,
@@ -456,8 +500,9 @@ def synthesize(
         seed: seed of all random choices; equal options give byte-identical files.
         video: a video file to use instead of the shipped photographs.
         exposure: ``(min, max)`` exposure factor range (log-uniform, one per scene).
-        shot_noise: Poisson variance gain in linear full-scale units (see module docstring).
-        read_noise: Gaussian noise standard deviation in linear full-scale units.
+        shot_noise: Poisson variance gain in linear full-scale units (see module docstring), or ``(min, max)``
+            to draw it per scene.
+        read_noise: Gaussian noise standard deviation in linear full-scale units, or ``(min, max)``.
         color_cast: per-scene colour-cast strength (0 = none).
         workers: worker processes (default: up to 4, at most the CPU count).
         verbose: print the summary line.
@@ -472,6 +517,8 @@ def synthesize(
     started = time.perf_counter()
     size = tuple(int(v) for v in size)
     exposure = tuple(float(v) for v in exposure)
+    if len(exposure) != 2:
+        raise UserError(f"--exposure takes MIN MAX, got {list(exposure)}")
     _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_noise, color_cast, workers)
     out = Path(out_dir)
     if video is not None:
@@ -492,8 +539,8 @@ def synthesize(
         "size": list(size),
         "seed": int(seed),
         "exposure": list(exposure),
-        "shot_noise": float(shot_noise),
-        "read_noise": float(read_noise),
+        "shot_noise": _plain_range(shot_noise),
+        "read_noise": _plain_range(read_noise),
         "color_cast": float(color_cast),
     }
     done = _prepare_out(out, params)
@@ -617,12 +664,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="exposure factor range, drawn log-uniformly per scene",
     )  # fmt: skip
     parser.add_argument(
-        "--shot-noise", type=float, default=DEFAULT_SHOT_NOISE,
-        help="Poisson variance gain a: variance a*x of a linear signal x in [0, 1] (1/a electrons at full scale)",
+        "--shot-noise", type=float, nargs="+", metavar="A", default=[DEFAULT_SHOT_NOISE],
+        help="Poisson variance gain a: variance a*x of a linear signal x in [0, 1] (1/a electrons at full scale); "
+        "MIN MAX draws it log-uniformly per scene",
     )  # fmt: skip
     parser.add_argument(
-        "--read-noise", type=float, default=DEFAULT_READ_NOISE,
-        help="std of the Gaussian read noise in linear units (1.0 = full scale)",
+        "--read-noise", type=float, nargs="+", metavar="B", default=[DEFAULT_READ_NOISE],
+        help="std of the Gaussian read noise in linear units (1.0 = full scale); MIN MAX draws it per scene",
     )  # fmt: skip
     parser.add_argument(
         "--color-cast", type=float, default=DEFAULT_COLOR_CAST,
@@ -630,6 +678,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--workers", type=int, help="worker processes (default: up to 4)")
     return parser
+
+
+def _cli_range(name: str, values: list[float]):
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 2:
+        return tuple(values)
+    raise UserError(f"{name} takes one value or MIN MAX, got {len(values)} values")
 
 
 @cli_main
@@ -645,8 +701,8 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         video=args.video,
         exposure=tuple(args.exposure),
-        shot_noise=args.shot_noise,
-        read_noise=args.read_noise,
+        shot_noise=_cli_range("--shot-noise", args.shot_noise),
+        read_noise=_cli_range("--read-noise", args.read_noise),
         color_cast=args.color_cast,
         workers=args.workers,
     )

@@ -24,6 +24,7 @@ import torch
 
 from sdsd.archs import read_state_dict, unwrap
 from sdsd.errors import UserError
+from sdsd.exposure import sidecar_path, write_sidecar
 from sdsd.utils.io import atomic_torch_save
 
 logger = logging.getLogger("sdsd")
@@ -83,17 +84,22 @@ def save_weights(net: torch.nn.Module, path: str) -> None:
 
 def write_checkpoint(experiments_root: str, iteration: int, epoch: int, net, optimizer, scheduler, scaler=None,
                     rng_states: list | None = None, network_opt: dict | None = None,
-                    keep_last: int | None = None) -> str:
+                    keep_last: int | None = None, input_stats: dict | None = None) -> str:
     """Write ``models/<iter>_G.pth`` then ``training_state/<iter>.state``; prune to ``keep_last``. Rank 0 only.
 
     Args:
         rng_states: one :func:`get_rng_state` dict per rank (gathered by the caller).
         network_opt: the ``network_G`` block, stored so that resuming with another network is named clearly.
+        input_stats: statistics of the training inputs (:func:`sdsd.exposure.training_statistics`), written as
+            the sidecar ``models/<iter>_G.json`` beside the weights (what ``sdsd.enhance --exposure auto`` reads).
 
     Returns:
         The path of the state file.
     """
-    save_weights(net, os.path.join(models_dir(experiments_root), f"{iteration}_G.pth"))
+    weights = os.path.join(models_dir(experiments_root), f"{iteration}_G.pth")
+    save_weights(net, weights)
+    if input_stats is not None:
+        write_sidecar(input_stats, weights)
     state = {
         "version": STATE_VERSION,
         "iter": int(iteration),
@@ -131,7 +137,8 @@ def _iterations(folder: str, pattern: re.Pattern) -> list[int]:
 
 
 def prune_checkpoints(experiments_root: str, keep_last: int, current: int | None = None) -> None:
-    """Delete all but the newest ``keep_last`` numbered weights and states (``latest_G.pth`` is never deleted).
+    """Delete all but the newest ``keep_last`` numbered weights (with their sidecars) and states (``latest_G.pth``
+    is never deleted).
 
     Args:
         current: the iteration just written. Only iterations up to it are candidates, so its own files are never
@@ -148,10 +155,12 @@ def prune_checkpoints(experiments_root: str, keep_last: int, current: int | None
         for it in iters[:-keep_last]:
             if it == current:
                 continue
-            try:
-                os.remove(os.path.join(folder, fmt.format(it)))
-            except FileNotFoundError:
-                pass
+            path = os.path.join(folder, fmt.format(it))
+            for victim in (path, sidecar_path(path)) if path.endswith(".pth") else (path,):
+                try:
+                    os.remove(victim)
+                except FileNotFoundError:
+                    pass
 
 
 def set_aside_newer(experiments_root: str, iteration: int) -> str | None:
@@ -174,6 +183,9 @@ def set_aside_newer(experiments_root: str, iteration: int) -> str | None:
             match = pattern.match(name)
             if match and int(match.group(1)) > iteration:
                 moves.append((os.path.join(folder, name), sub, name))
+                side = sidecar_path(os.path.join(folder, name))
+                if sub == "models" and os.path.exists(side):  # the training statistics go with their weights
+                    moves.append((side, sub, os.path.basename(side)))
     if not moves:
         return None
     target = os.path.join(experiments_root, f"set_aside_{time.strftime('%y%m%d_%H%M%S')}")
@@ -184,8 +196,9 @@ def set_aside_newer(experiments_root: str, iteration: int) -> str | None:
     for src, sub, name in moves:
         os.makedirs(os.path.join(target, sub), exist_ok=True)
         os.replace(src, os.path.join(target, sub, name))
+    files = sum(not name.endswith(".json") for _, _, name in moves)  # the sidecars go along uncounted
     logger.warning("resuming from iteration %d: moved the %d newer weights/state files to %s (kept, not deleted)",
-                   iteration, len(moves), target)
+                   iteration, files, target)
     return target
 
 

@@ -29,6 +29,7 @@ from dcn import report_offsets
 from sdsd.archs import build_network, load_network, unwrap
 from sdsd.archs.fastconv import apply_conv_backend
 from sdsd.errors import UserError
+from sdsd.exposure import read_sidecar, training_statistics, write_sidecar
 from sdsd.losses import SDSDObjective, noisy_copy
 from sdsd.options import check_training
 from sdsd.training import checkpoint as ckpt
@@ -80,6 +81,7 @@ class TrainState:
     iteration: int = 0
     epoch: int = 0
     epoch_done: bool = False  # the last batch of ``epoch`` has been consumed (a checkpoint then stores epoch + 1)
+    input_stats: dict | None = None  # what the training inputs look like: the sidecar of every saved checkpoint
 
     @property
     def device(self) -> torch.device:
@@ -375,7 +377,8 @@ def save_checkpoint(state: TrainState) -> None:
         try:
             path = ckpt.write_checkpoint(exp_root, state.iteration, epoch, state.model, state.optimizer,
                                         state.scheduler, state.scaler, rng_states=rngs,
-                                        network_opt=state.opt["network_G"], keep_last=state.opt["train"]["keep_last"])
+                                        network_opt=state.opt["network_G"], keep_last=state.opt["train"]["keep_last"],
+                                         input_stats=state.input_stats)
             logger.info("saved %s", path)
         except (OSError, RuntimeError) as exc:
             error = _write_failure(exc, exp_root, state.iteration)
@@ -568,6 +571,16 @@ def _run(opt: dict, info: DistInfo, auto_resume: bool, argv, progress, lock, whe
         logger.info("random seed %d", seed)
         loader, sampler, val_set = build_data(opt, info, seed)
         state = build_training(opt, info, resuming=bool(resume_path))
+        if info.is_main:
+            # A resumed run keeps the statistics its checkpoints already carry (the same data, measured once);
+            # a fresh run measures a bounded sample without touching the random streams the training uses.
+            saved = None
+            if resume_path:
+                saved = read_sidecar(ckpt.weights_for_state(resume_path, ckpt.read_training_state(resume_path)["iter"]))
+            state.input_stats = saved or training_statistics(loader.dataset, seed)
+            logger.info("training inputs: mean linear brightness %.4g, noise level %.4g (%d windows)",
+                        state.input_stats["input"]["mean_linear"], state.input_stats["input"]["noise_sigma"],
+                        state.input_stats["windows"])
         if resume_path:
             resume(state, resume_path)
         where.iteration = state.iteration + 1  # the iteration in progress, from fetching its batch on
@@ -605,6 +618,8 @@ def _run(opt: dict, info: DistInfo, auto_resume: bool, argv, progress, lock, whe
         if info.is_main:
             try:
                 ckpt.save_weights(state.model, latest)
+                if state.input_stats is not None:
+                    write_sidecar(state.input_stats, latest)
                 logger.info("finished at iteration %d; final weights %s", state.iteration, latest)
             except (OSError, RuntimeError) as exc:
                 error = _write_failure(exc, exp_root, state.iteration, "the final weights latest_G.pth")
