@@ -216,7 +216,8 @@ def test_disk_full_during_a_checkpoint_write(tmp_path):
     assert f"the last checkpoint, {experiments}/full/training_state/1.state, is intact" in last
     exp = after / "full"
     assert sorted(os.listdir(exp / "training_state")) == ["1.state"]
-    assert sorted(os.listdir(exp / "models")) == ["1_G.pth"]  # the weights of 2 without their state were removed
+    # The weights of 2 (and their statistics sidecar) without their state were removed.
+    assert sorted(os.listdir(exp / "models")) == ["1_G.json", "1_G.pth"]
     assert temps(exp) == [] and not (exp / LOCK_NAME).exists()
     check_consistent(exp)
     resumed = train(load(tmp_path, opt, [f"path.experiments_root={exp}", "train.niter=2"]), auto_resume=True,
@@ -244,6 +245,6 @@ def test_enospc_on_write_simulated(tmp_path, monkeypatch):
     assert "\n" not in str(err.value)
     exp = tmp_path / "experiments" / "tiny"
     assert sorted(os.listdir(exp / "training_state")) == ["1.state"]
-    assert sorted(os.listdir(exp / "models")) == ["1_G.pth"]
+    assert sorted(os.listdir(exp / "models")) == ["1_G.json", "1_G.pth"]
     assert temps(exp) == [] and not (exp / LOCK_NAME).exists()
     check_consistent(exp)

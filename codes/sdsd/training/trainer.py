@@ -29,7 +29,7 @@ from dcn import report_offsets
 from sdsd.archs import build_network, load_network, unwrap
 from sdsd.archs.fastconv import apply_conv_backend
 from sdsd.errors import UserError
-from sdsd.exposure import read_sidecar, training_statistics, write_sidecar
+from sdsd.exposure import read_sidecar, sidecar_path, training_statistics, write_sidecar
 from sdsd.losses import SDSDObjective, noisy_copy
 from sdsd.options import check_training
 from sdsd.training import checkpoint as ckpt
@@ -406,8 +406,9 @@ def _write_failure(exc: BaseException, exp_root: str, iteration: int, what: str 
         return None
     orphan = os.path.join(ckpt.models_dir(exp_root), f"{iteration}_G.pth")
     if what is None and not os.path.exists(os.path.join(ckpt.states_dir(exp_root), f"{iteration}.state")):
-        with contextlib.suppress(OSError):
-            os.remove(orphan)  # weights without their state: not a checkpoint, and they take space
+        for path in (orphan, sidecar_path(orphan)):
+            with contextlib.suppress(OSError):
+                os.remove(path)  # weights (and their statistics) without their state: not a checkpoint
     try:
         free_bytes = shutil.disk_usage(exp_root).free
         free = f"; {free_bytes / 2**20:.1f} MiB free there"
