@@ -26,11 +26,10 @@ import os
 
 from sdsd.data.lmdb_backend import check_scene_name
 from sdsd.errors import cli_main
-from sdsd.evaluation.common import add_common_arguments, check_common_arguments, check_protocol, progress_bar
-from sdsd.evaluation.quantitative import check_output_folder, select_test_block
+from sdsd.evaluation.common import add_common_arguments, check_common_arguments, progress_bar
+from sdsd.evaluation.quantitative import prepare_evaluation
 from sdsd.evaluation.visualize import make_panel, read_png, write_png, write_video
-from sdsd.exposure import MatchedDataset, resolve_target
-from sdsd.inference import engine_from_options, iterate_dataset, plan_work
+from sdsd.inference import iterate_dataset, plan_work
 from sdsd.metrics import tensor_to_uint8_bgr
 from sdsd.utils import dist as dist_utils
 
@@ -66,19 +65,9 @@ def run(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None = No
     Returns:
         On rank 0: ``{"results_root", "frames", "videos": [paths], "codec"}``; ``None`` on other ranks.
     """
-    from sdsd.data import build_dataset
-
-    protocol = check_protocol(opt, self_ensemble)
-    phase, block = select_test_block(opt)
     root = opt["path"]["results_root"]
-    check_output_folder(root, "path.results_root")
-    dataset = build_dataset(block, phase)
-    exposure_target = resolve_target(protocol["exposure"], opt["path"].get("pretrain_model_G") or "",
-                                     "protocol.exposure")
-    if exposure_target is not None:
-        dataset = MatchedDataset(dataset, exposure_target)
-    engine = engine_from_options(opt, info.device, self_ensemble=protocol["self_ensemble"], batch=batch,
-                                 chunk=chunk)
+    setup = prepare_evaluation(opt, info, self_ensemble=self_ensemble, batch=batch, chunk=chunk)
+    dataset, engine = setup.dataset, setup.engine
     scenes = [(s, dataset.scene_length(s)) for s in dataset.scenes]
     work = plan_work(scenes, info.rank, info.world_size)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -51,7 +52,7 @@ from sdsd.utils import dist as dist_utils
 from sdsd.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = ["aggregate", "check_output_folder", "describe_protocol", "format_table", "score", "evaluate",
-           "select_test_block", "write_results", "main", "build_parser"]
+           "select_test_block", "prepare_evaluation", "EvaluationSetup", "write_results", "main", "build_parser"]
 
 
 def _mean(values) -> float | None:
@@ -217,6 +218,38 @@ def score(engine: Engine, dataset, protocol: dict, info: dist_utils.DistInfo, *,
     return results
 
 
+@dataclasses.dataclass
+class EvaluationSetup:
+    """What both tests need before their loop: the resolved protocol, the evaluated block, its dataset (exposure
+    matched when ``protocol.exposure`` asks) and the engine."""
+
+    protocol: dict
+    phase: str
+    block: dict
+    dataset: object
+    engine: Engine
+    exposure_target: float | None
+
+
+def prepare_evaluation(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None = None, batch: int = 1,
+                       chunk: int = 4) -> EvaluationSetup:
+    """The set-up shared by the quantitative and qualitative tests, in the order that fails early: protocol, test
+    block and output folder are checked before the data are listed and the checkpoint is loaded."""
+    from sdsd.data import build_dataset
+
+    protocol = check_protocol(opt, self_ensemble)
+    phase, block = select_test_block(opt)
+    check_output_folder(opt["path"]["results_root"], "path.results_root")
+    dataset = build_dataset(block, phase)
+    exposure_target = resolve_target(protocol["exposure"], opt["path"].get("pretrain_model_G") or "",
+                                     "protocol.exposure")
+    if exposure_target is not None:
+        dataset = MatchedDataset(dataset, exposure_target)
+    engine = engine_from_options(opt, info.device, self_ensemble=protocol["self_ensemble"], batch=batch,
+                                 chunk=chunk)
+    return EvaluationSetup(protocol, phase, block, dataset, engine, exposure_target)
+
+
 def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None = None, batch: int = 1,
              chunk: int = 4, progress: bool = True) -> dict | None:
     """Evaluate ``path.pretrain_model_G`` on the test block of ``opt``.
@@ -231,19 +264,9 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
     Returns:
         The results dict on rank 0 (see the module docstring); ``None`` on other ranks.
     """
-    from sdsd.data import build_dataset
-
-    protocol = check_protocol(opt, self_ensemble)
-    phase, block = select_test_block(opt)
-    check_output_folder(opt["path"]["results_root"], "path.results_root")
-    dataset = build_dataset(block, phase)
-    exposure_target = resolve_target(protocol["exposure"], opt["path"].get("pretrain_model_G") or "",
-                                     "protocol.exposure")
-    if exposure_target is not None:
-        dataset = MatchedDataset(dataset, exposure_target)
-    engine = engine_from_options(opt, info.device, self_ensemble=protocol["self_ensemble"], batch=batch,
-                                 chunk=chunk)
-    results = score(engine, dataset, protocol, info, progress=progress)
+    setup = prepare_evaluation(opt, info, self_ensemble=self_ensemble, batch=batch, chunk=chunk)
+    protocol, engine = setup.protocol, setup.engine
+    results = score(engine, setup.dataset, protocol, info, progress=progress)
     if not info.is_main:
         return None
     return {
@@ -251,8 +274,8 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
         "ssim": results["ssim"],
         "scenes": results["scenes"],
         "frames": results["frames"],
-        "protocol": preset_settings(protocol, phase, block),
-        "exposure_target": exposure_target,
+        "protocol": preset_settings(protocol, setup.phase, setup.block),
+        "exposure_target": setup.exposure_target,
         "checkpoint": opt["path"]["pretrain_model_G"],
         "seconds_per_frame": results["seconds_per_frame"],
         "name": opt.get("name"),
