@@ -140,7 +140,8 @@ def run(quick: bool = False, model: str | None = None, videos: list[str] | None 
 def format_table(result: dict) -> str:
     """One line per camera and exposure."""
     cols = ("input", "brightening", "brightening_blur", "model_off", "model_auto", "auto_over_brightening_db")
-    lines = [f"model {result['model']} (target white level: 99th percentile of linear values {result['target']:.4g}); "
+    lines = [f"model {result['model']} (target white level: 99th percentile of linear values over 4x4 averages "
+             f"{result['target']:.4g}); "
              f"clips {', '.join(result['clips'])}",
              f"{'camera':<7} {'exposure':>8} " + " ".join(f"{c:>24}" for c in cols)]
     for camera in CAMERAS:

@@ -152,7 +152,8 @@ def test_real_footage_bench_on_a_real_video(tmp_path):
     weights = save_tiny_checkpoint(str(tmp_path / "tiny_G.pth"))
     with pytest.raises(sdsd.errors.UserError, match="sidecar"):
         real_footage.run(quick=True, model=weights, videos=[video])
-    write_sidecar({"input": {"mean_linear": 0.01, "percentiles_linear": {"99": [0.04, 0.04, 0.04]}}}, weights)
+    write_sidecar({"input": {"mean_linear": 0.01, "percentiles_linear": {"99": [0.05, 0.05, 0.05]},
+                             "smoothed_percentiles_linear": {"99": [0.04, 0.04, 0.04]}}}, weights)
     result = real_footage.run(quick=True, model=weights, videos=[video])
     assert result["target"] == pytest.approx(0.04) and result["clips"] == ["clip_0"]
     for camera in real_footage.CAMERAS:

@@ -172,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exposure", default=None, metavar="auto|off|VALUE",
                         help="bring each frame, in linear light and with a gain that changes smoothly over time, to "
                              "the brightness the model was trained on (auto: from the checkpoint's sidecar "
-                             "<model>.json; VALUE: the target 99th percentile of the linear values, for checkpoints "
-                             "without one). Default: auto when the checkpoint has a sidecar, else off")
+                             "<model>.json; VALUE: the target white level, the 99th percentile of the linear "
+                             "values over 4x4 averages, for checkpoints without one). Default: auto when the "
+                             "checkpoint has a sidecar, else off")
     parser.add_argument("--max-frames", type=int, default=None, help="only the first N frames (a preview)")
     parser.add_argument("--padding", default="new_info", choices=("new_info", "replicate", "reflection", "circle"),
                         help="window rule at the clip ends (default new_info, as published)")
@@ -338,7 +339,7 @@ def set_exposure(args) -> float | None:
     args.exposure_target = resolve_target(args.exposure, model)
     if args.exposure is None and args.exposure_target is None:
         print(f"info: {model} has no training-statistics sidecar: --exposure off (give --exposure VALUE, a target "
-              "99th percentile of linear brightness, to match the input's exposure)")
+              "white level (99th percentile of linear brightness over 4x4 averages), to match the input's exposure)")
     return args.exposure_target
 
 

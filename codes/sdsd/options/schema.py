@@ -194,8 +194,9 @@ PROTOCOL_KEYS = {
                       Check("true, false, bt601 or retinexformer", _gt_mean)),
     "self_ensemble": Option(False, "Average the outputs over flips (x4 cost).", boolean()),
     "exposure": Option("off", "off (published): inputs as they are; auto: each scene's inputs brought, in linear "
-                       "light with a smoothly varying gain, to the brightness of the training inputs (99th "
-                       "percentile, from the checkpoint's sidecar <model>.json); a number in (0, 1]: that target.",
+                       "light with a smoothly varying gain, to the white level of the training inputs (99th "
+                       "percentile over 4x4 averages, from the checkpoint's sidecar <model>.json); a number in "
+                       "(0, 1]: that target.",
                        Check("off, auto, or a number in (0, 1]", lambda v: _exposure_setting(v))),
 }
 
