@@ -257,3 +257,32 @@ def test_protocol_exposure_switch(tmp_path):
     with pytest.raises(UserError, match="protocol.exposure"):
         options.load(opt_file, overrides(tree, weights, str(tmp_path / "b")) + ["protocol.exposure=bright"],
                      is_train=False)
+
+
+def test_sidecar_tool_rewrites_what_training_wrote(tmp_path, capsys):
+    """``python -m sdsd.tools.sidecar`` measures what training measured: a version 1 or missing sidecar becomes the
+    one training itself wrote; a current one is kept unless --force."""
+    from sdsd.exposure import write_sidecar
+    from sdsd.tools.sidecar import main
+    from tests.test_train import write_options
+
+    opt = make_options(tmp_path, niter=2)
+    result = train(load(tmp_path, opt), progress=False)
+    weights, sidecar = result["latest_G"], sidecar_path(result["latest_G"])
+    trained = read_sidecar(weights)
+    opt_file = write_options(tmp_path, opt)
+    write_sidecar({"input": {"mean_linear": 0.01, "percentiles_linear": {"99": [0.05, 0.05, 0.05]}}}, weights)
+    other = str(tmp_path / "elsewhere_G.pth")  # a checkpoint with no sidecar at all
+    with open(other, "wb") as f:
+        f.write(open(weights, "rb").read())
+    done = main(["-opt", opt_file, weights, other])
+    assert [what for _, what in done] == ["rewritten (was version 1)", "written"]
+    assert read_sidecar(weights) == trained and read_sidecar(other) == trained
+    assert main(["-opt", opt_file, weights]) == [(sidecar, "kept (current; --force rewrites it)")]
+    assert main(["-opt", opt_file, weights, "--force"]) == [(sidecar, "overwritten")]
+    assert read_sidecar(weights) == trained
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["-opt", opt_file, str(tmp_path / "missing_G.pth")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "missing_G.pth: no such checkpoint" in err

@@ -67,6 +67,8 @@ def workdir(tmp_path_factory):
     os.makedirs(work / "pretrain")
     for name in ("indoor", "outdoor", "smid"):
         save_tiny_checkpoint(str(work / "pretrain" / f"{name}_G.pth"))
+    os.makedirs(work / "experiments" / "demo" / "models")
+    save_tiny_checkpoint(str(work / "experiments" / "demo" / "models" / "latest_G.pth"))  # a demo run's weights
     # SMID layout: one reference image per scene folder, the low-light frames in another root.
     for scene in ("0013", "0001"):
         frames = [np.load(work / "data" / "GT" / "sceneA" / f"{k:04d}.npy") for k in range(6)]
@@ -126,6 +128,8 @@ def shrink(command: str) -> list[str] | None:
         return argv + (["--size", "32", "48"] if "prepare_sdsd" in command else [])
     if argv[1:3] == ["-m", "sdsd.tools.figures"]:
         return argv
+    if argv[1:3] == ["-m", "sdsd.tools.sidecar"]:
+        return argv + ["--set", *data_overrides(("train", "val")), "datasets.train.GT_size=32"]
     raise AssertionError(f"README command not covered by tests/test_readme.py: {command}")
 
 
@@ -156,3 +160,8 @@ def test_readme_command_runs(command, workdir):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    if "sdsd.tools.sidecar" in command:
+        from sdsd.exposure import read_sidecar
+
+        stats = read_sidecar(str(workdir / "experiments" / "demo" / "models" / "latest_G.pth"))
+        assert stats["version"] == 2 and 0 < stats["input"]["smoothed_percentiles_linear"]["99"][0] < 1

@@ -379,8 +379,8 @@ def _sidecar_target(stats: dict, weights_path: str) -> float:
 
         logging.getLogger("sdsd").warning(
             "%s is a version 1 sidecar (white level %.4g measured with the training noise): matched videos come out "
-            "brighter than trained for; retrain to rewrite it, or pass a lower target (--exposure VALUE)",
-            sidecar_path(weights_path), target)
+            "brighter than trained for; rewrite it with python -m sdsd.tools.sidecar -opt TRAIN.yml %s",
+            sidecar_path(weights_path), target, weights_path)
     return target
 
 
