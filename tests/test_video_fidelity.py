@@ -375,7 +375,8 @@ def test_enhance_keeps_vfr_timestamps_duration_and_audio_sync(tmp_path, ckpt):
 
 
 def test_enhance_rotated_10_bit_clip_to_10_bit_h265_and_h264(tmp_path, ckpt):
-    stored = np.ascontiguousarray(np.stack([gradient(64, 48)[..., 0] * 0.4] * 3, axis=2)).astype(np.float32)
+    # Stored 96x64, shown 64x96: libx265 is refused below 64 px wide (it corrupts the heap at 36-48).
+    stored = np.ascontiguousarray(np.stack([gradient(96, 64)[..., 0] * 0.4] * 3, axis=2)).astype(np.float32)
     src = encode(str(tmp_path / "phone.mkv"), [stored] * 6, codec="libx265", pix_fmt="yuv420p10le",
                  rotation=-90)
     for codec, name in (("h265", "hevc"), ("h264", "h264")):
@@ -385,7 +386,7 @@ def test_enhance_rotated_10_bit_clip_to_10_bit_h265_and_h264(tmp_path, ckpt):
             stream = container.streams.video[0]
             frames = list(container.decode(video=0))
             assert stream.codec_context.name == name and frames[0].format.name == "yuv420p10le"
-            assert (frames[0].width, frames[0].height, frames[0].rotation, len(frames)) == (48, 64, 0, 6)
+            assert (frames[0].width, frames[0].height, frames[0].rotation, len(frames)) == (64, 96, 0, 6)
     default = str(tmp_path / "out8.mp4")
     assert run_cli(src, "-o", default, "--model", ckpt) == 0
     with av.open(default) as container:
@@ -394,7 +395,7 @@ def test_enhance_rotated_10_bit_clip_to_10_bit_h265_and_h264(tmp_path, ckpt):
     pngs = tmp_path / "pngs"
     assert run_cli(src, "-o", pngs, "--model", ckpt, "--bit-depth", 10, "--max-frames", 2) == 0
     deep = cv2.imread(str(pngs / "000000.png"), cv2.IMREAD_UNCHANGED)
-    assert deep.dtype == np.uint16 and deep.shape == (64, 48, 3)
+    assert deep.dtype == np.uint16 and deep.shape == (96, 64, 3)
 
 
 def one_line_error(capsys, *argv) -> str:
@@ -449,3 +450,15 @@ def test_enhancer_takes_float32_frames_like_their_uint8_values():
     as_float = list(engine.stream([f.astype(np.float32) / 255 for f in frames], as_float=True))
     for a, b in zip(as_uint8, as_float):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_h265_is_refused_where_libx265_corrupts_memory(tmp_path):
+    """libx265 corrupted the heap on 36-48 px wide frames (the process aborted when the encoder was freed): such an
+    output is one error line, before anything is encoded, and leaves nothing behind."""
+    from sdsd.video import X265_MIN_WIDTH, VideoWriter
+
+    with pytest.raises(UserError, match="H.265") as exc:
+        VideoWriter(str(tmp_path / "narrow.mkv"), 48, 64, 10, codec="libx265", bit_depth=10)
+    assert "\n" not in str(exc.value) and "--codec h264" in str(exc.value)
+    assert os.listdir(tmp_path) == []
+    VideoWriter(str(tmp_path / "ok.mkv"), X265_MIN_WIDTH, 48, 10, codec="libx265").abort()

@@ -28,6 +28,7 @@ remembered per machine and frame shape, and printed.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import sys
@@ -285,32 +286,44 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
     # Above 8 bits in or out, the network's output stays float until the writer quantises it once.
     deep = info.bit_depth > 8 or args.bit_depth > 8
     with writer, source:
-        times: deque[tuple[int | None, int | None]] = deque()
-        inputs = _tee_times(_limited(source.timed_frames(), args.max_frames), times)
-        queue: deque[np.ndarray] = deque()
-        if args.compare:
-            inputs = _tee_inputs(inputs, queue)
-        matcher = None
-        if getattr(args, "exposure_target", None) is not None:
-            # A transform in front of the engine: it sees the frames the network sees, in order.
-            matcher = ExposureMatcher(args.exposure_target)
-            inputs = matcher(inputs)
-        results = engine.stream(inputs, padding=args.padding, as_float=deep)
-        if args.compare:
-            results = _side_by_side((queue.popleft(), out) for out in results)
-        bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr,
-                   desc="enhancing")
-        with bar:
-            for frame in results:
-                pts, duration = times.popleft()
-                if isinstance(writer, VideoWriter):
-                    writer.write(frame, pts=pts, duration=duration)
-                else:
-                    writer.write(frame)
-                bar.update(1)
+        decoded = source.timed_frames()
+        inputs = results = None
+        try:
+            times: deque[tuple[int | None, int | None]] = deque()
+            inputs = _tee_times(_limited(decoded, args.max_frames), times)
+            queue: deque[np.ndarray] = deque()
+            if args.compare:
+                inputs = _tee_inputs(inputs, queue)
+            matcher = None
+            if getattr(args, "exposure_target", None) is not None:
+                # A transform in front of the engine: it sees the frames the network sees, in order.
+                matcher = ExposureMatcher(args.exposure_target)
+                inputs = matcher(inputs)
+            results = engine.stream(inputs, padding=args.padding, as_float=deep)
+            if args.compare:
+                results = _side_by_side((queue.popleft(), out) for out in results)
+            bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr,
+                       desc="enhancing")
+            with bar:
+                for frame in results:
+                    pts, duration = times.popleft()
+                    if isinstance(writer, VideoWriter):
+                        writer.write(frame, pts=pts, duration=duration)
+                    else:
+                        writer.write(frame)
+                    bar.update(1)
+        finally:
+            # Close the generator chain here, not when the garbage collector reaches it: a suspended decoder
+            # (FFmpeg's frame threads, e.g. for HEVC) freed later, in the middle of the next file's encode, aborted
+            # the process.
+            for gen in (results, inputs, decoded):
+                close = getattr(gen, "close", None)
+                if close is not None:
+                    close()
         if writer.count == 0:
             raise UserError(f"{input_path}: no frames could be decoded")
     seconds = time.perf_counter() - start
+    gc.collect()  # whatever PyAV objects ended in reference cycles are freed now, between files
     rss, cuda = peak_memory_mib(device)
     count = writer.count
     fps = count / seconds if seconds > 0 else float("inf")

@@ -85,6 +85,10 @@ COLORSPACES = ("bt709", "bt601", "bt2020")
 COLOR_RANGES = ("limited", "full")
 # Command-line codec names -> FFmpeg encoders.
 CODECS = {"h264": "libx264", "h265": "libx265", "mpeg4": "mpeg4"}
+#: The libx265 bundled with PyAV corrupts the heap (glibc: "free(): invalid next size", the process aborts when the
+#: encoder is freed) on frames 36-48 px wide, 8- and 10-bit alike; 16, 32, 52, 56 and 64-208 px wide encoded cleanly
+#: under MALLOC_CHECK_=3. Narrower H.265 output is refused rather than risked.
+X265_MIN_WIDTH = 64
 BIT_DEPTHS = (8, 10)
 
 # swscale's default rounding is off by up to 2 levels on saturated colours; accurate rounding (and full
@@ -512,6 +516,8 @@ class _AudioCopier:
 
     def close(self) -> None:
         self._src.close()
+        # Free the demuxer now, not whenever the garbage collector gets to it (see VideoWriter._release).
+        self._src = self._output = self._map = self._pending = self._packets = None
 
 
 class _AtomicOutput:
@@ -624,6 +630,9 @@ class VideoWriter(_AtomicOutput):
         pix_fmt = next((f for f in wanted if f in formats), None)
         if pix_fmt is None:
             raise ValueError(f"{name} cannot encode {self.bit_depth}-bit {wanted[-1][3:6]} video")
+        if name == "libx265" and self.width < X265_MIN_WIDTH:
+            raise UserError(f"the video {self.path}: H.265 (libx265) is not safe below {X265_MIN_WIDTH} px wide "
+                            f"(this frame is {self.width}); use --codec h264")
         stream = self._container.add_stream(name, rate=self.fps)
         stream.width, stream.height = self.width, self.height
         stream.pix_fmt = pix_fmt
@@ -683,6 +692,7 @@ class VideoWriter(_AtomicOutput):
                 self._audio.pump(float(self._end * self.time_base))
                 self._audio.close()
             self._container.close()
+            self._release()
             io_utils.commit(self._tmp, self.path)  # fsync, rename, fsync the folder
         except BaseException as exc:
             self.abort()
@@ -697,9 +707,16 @@ class VideoWriter(_AtomicOutput):
             if thing is not None:
                 with contextlib.suppress(Exception):
                     thing.close()
+        self._release()
         if self._tmp is not None:
             with contextlib.suppress(OSError):
                 os.remove(self._tmp)
+
+    def _release(self) -> None:
+        """Drop the PyAV objects now. An encoder (x264/x265 and its worker threads) lives as long as its stream
+        object; if this writer ends up in a reference cycle, the garbage collector would otherwise free it at
+        an arbitrary later moment, in the middle of another encode, which aborted the process in FFmpeg."""
+        self._stream = self._container = self._audio = None
 
 
 _FRAME_NAME = re.compile(r"^\d{6}\.png$")
