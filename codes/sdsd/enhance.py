@@ -313,9 +313,8 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
                         writer.write(frame)
                     bar.update(1)
         finally:
-            # Close the generator chain here, not when the garbage collector reaches it: a suspended decoder
-            # (FFmpeg's frame threads, e.g. for HEVC) freed later, in the middle of the next file's encode, aborted
-            # the process.
+            # Close the generator chain here, so the decoder is freed with this file, not whenever the garbage
+            # collector reaches it (in an archive, during some later file).
             for gen in (results, inputs, decoded):
                 close = getattr(gen, "close", None)
                 if close is not None:
@@ -323,7 +322,7 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
         if writer.count == 0:
             raise UserError(f"{input_path}: no frames could be decoded")
     seconds = time.perf_counter() - start
-    gc.collect()  # whatever PyAV objects ended in reference cycles are freed now, between files
+    gc.collect()  # PyAV objects left in reference cycles are freed now, between files, not during the next one
     rss, cuda = peak_memory_mib(device)
     count = writer.count
     fps = count / seconds if seconds > 0 else float("inf")
@@ -333,15 +332,15 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
     how = f"runtime {described['runtime']} {described['precision']}" + (
         f" {described['conv_backend']}" if described.get("conv_backend") else "") + (
         " (chosen by measuring)" if described.get("selected_by") == "auto" else "")
-    if matcher is not None:
-        gains = matcher.summary()
+    gains = matcher.summary() if matcher is not None else None
+    if gains is not None:
         how += f", exposure gain {gains['gain_min']:.3g}-{gains['gain_max']:.3g}"
     print(how)
     print(f"enhanced {count} frames in {seconds:.1f} s ({fps:.2f} frames/s), peak memory {memory} -> {output_path}")
     return {"frames": count, "seconds": seconds, "fps": fps, "peak_rss_mib": rss, "peak_cuda_mib": cuda,
             "output": output_path, "kind": kind, "runtime": described["runtime"],
             "precision": described["precision"], "engine": described,
-            "exposure": matcher.summary() if matcher is not None else None}
+            "exposure": gains}
 
 
 def set_exposure(args) -> float | None:

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from sdsd.errors import UserError
+from sdsd.tools.synthesize import linear_to_srgb as _srgb_np  # the numpy curves, one copy in the project
+from sdsd.tools.synthesize import srgb_to_linear as _srgb_to_linear_np
 
 SIDECAR_FORMAT = "sdsd-training-inputs"
 #: 2 added ``smoothed_percentiles_linear`` (the statistic the matcher uses); version 1 sidecars still load.
@@ -207,13 +209,7 @@ def _linear_np(frame: np.ndarray) -> np.ndarray:
         if _LINEAR_LUT is None:
             _LINEAR_LUT = srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255).float().numpy()
         return _LINEAR_LUT[frame]
-    x = np.clip(frame.astype(np.float32, copy=False), 0.0, 1.0)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def _srgb_np(linear: np.ndarray) -> np.ndarray:
-    y = np.clip(linear, 0.0, 1.0)
-    return np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.power(y, 1.0 / 2.4) - 0.055).astype(np.float32)
+    return _srgb_to_linear_np(np.clip(frame.astype(np.float32, copy=False), 0.0, 1.0))
 
 
 #: The brightness measured: ``p99``, the 99th percentile of the linear values (a white level), or ``mean``.

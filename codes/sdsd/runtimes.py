@@ -738,8 +738,8 @@ class AutoBackend(Backend):
         if self.chosen is None:
             self.chosen = self.select(frames)
             self.precision = self.chosen.precision
-            # The candidates that lost hold compiled models and sessions of other runtimes: free them now, not at
-            # some later garbage collection in the middle of decoding or encoding a video.
+            # The candidates that lost hold compiled models and sessions of other runtimes (memory): free them now,
+            # not at some later garbage collection.
             gc.collect()
         return self.chosen
 

@@ -715,7 +715,8 @@ class VideoWriter(_AtomicOutput):
     def _release(self) -> None:
         """Drop the PyAV objects now. An encoder (x264/x265 and its worker threads) lives as long as its stream
         object; if this writer ends up in a reference cycle, the garbage collector would otherwise free it at
-        an arbitrary later moment, in the middle of another encode, which aborted the process in FFmpeg."""
+        an arbitrary later moment, during other work (that is where libx265's heap corruption, see
+        :data:`X265_MIN_WIDTH`, surfaced as an abort)."""
         self._stream = self._container = self._audio = None
 
 

@@ -29,7 +29,7 @@ def write_sidecars(opt_path: str, checkpoints: list[str], overrides: list[str] |
     """
     from sdsd import options
     from sdsd.data import build_dataset
-    from sdsd.exposure import SIDECAR_VERSION, is_legacy, read_sidecar, sidecar_path, training_statistics, write_sidecar
+    from sdsd.exposure import is_legacy, read_sidecar, sidecar_path, training_statistics, write_sidecar
 
     for path in checkpoints:
         if not os.path.isfile(path):
@@ -43,7 +43,7 @@ def write_sidecars(opt_path: str, checkpoints: list[str], overrides: list[str] |
             old = None
         if old is None:
             todo.append((path, "written"))
-        elif is_legacy(old) or old.get("version", 1) < SIDECAR_VERSION:
+        elif is_legacy(old):
             todo.append((path, "rewritten (was version 1)"))
         elif force:
             todo.append((path, "overwritten"))

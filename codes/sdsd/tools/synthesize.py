@@ -165,8 +165,7 @@ def degrade_clip(
         ``(low, info)``: the degraded uint8 frames (same shape) and ``{"exposure": k, "gains": [g0, g1, g2],
         "shot_noise": a, "read_noise": b}``.
     """
-    lo, hi = exposure
-    k = float(math.exp(rng.uniform(math.log(lo), math.log(hi)))) if hi > lo else float(lo)
+    k = draw(rng, exposure)
     log_gains = rng.uniform(-color_cast, color_cast, size=3) if color_cast > 0 else np.zeros(3)
     gains = np.exp(log_gains - log_gains.mean())
     # Drawn after the exposure and cast, and only for ranges: single values give the bytes they always gave.
