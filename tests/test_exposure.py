@@ -286,3 +286,40 @@ def test_sidecar_tool_rewrites_what_training_wrote(tmp_path, capsys):
         main(["-opt", opt_file, str(tmp_path / "missing_G.pth")])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.count("\n") == 1 and "missing_G.pth: no such checkpoint" in err
+
+
+def test_sidecar_tool_uses_the_seed_the_old_sidecar_recorded(tmp_path):
+    """A run without ``train.manual_seed`` drew its seed; the version 1 sidecar recorded it, and the rewrite measures
+    with that seed, not the option file's (here another one), so it equals what training wrote."""
+    from sdsd.exposure import write_sidecar
+    from sdsd.tools.sidecar import main
+    from tests.test_train import write_options
+
+    opt = make_options(tmp_path, niter=2, manual_seed=11)
+    weights = train(load(tmp_path, opt), progress=False)["latest_G"]
+    trained = read_sidecar(weights)
+    write_sidecar({"seed": trained["seed"], "input": {"mean_linear": 0.01,
+                                                      "percentiles_linear": {"99": [0.05, 0.05, 0.05]}}}, weights)
+    opt["train"]["manual_seed"] = 12  # not the seed the checkpoint was trained with
+    assert [what for _, what in main(["-opt", write_options(tmp_path, opt), weights])] == ["rewritten (was version 1)"]
+    assert read_sidecar(weights) == trained
+
+
+def test_resume_measures_a_version_1_sidecar_again(tmp_path):
+    """A run resumed from a checkpoint whose sidecar is version 1 writes version 2 sidecars, measured with the seed
+    the old one recorded (the same statistics a fresh run writes)."""
+    from sdsd.exposure import is_legacy, write_sidecar
+
+    opt = make_options(tmp_path, niter=2)
+    opt["logger"]["save_checkpoint_freq"] = 2
+    first = train(load(tmp_path, opt), progress=False)
+    fresh = read_sidecar(first["latest_G"])
+    state = tmp_path / "experiments" / "tiny" / "training_state" / "2.state"
+    for name in ("2_G.pth", "latest_G.pth"):
+        write_sidecar({"seed": fresh["seed"], "input": {"mean_linear": 0.01,
+                                                        "percentiles_linear": {"99": [0.05, 0.05, 0.05]}}},
+                      str(tmp_path / "experiments" / "tiny" / "models" / name))
+    resumed = train(load(tmp_path, opt, ["train.niter=4", f"path.resume_state={state}"]), progress=False)
+    again = read_sidecar(resumed["latest_G"])
+    assert not is_legacy(again) and again == fresh
+    assert "version 1; measuring them again" in open(resumed["log_file"]).read()

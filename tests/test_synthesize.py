@@ -245,3 +245,35 @@ def test_noise_levels_drawn_per_scene_from_ranges(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --shot-noise takes one value or MIN MAX")
     bad = _run_cli(str(tmp_path / "bad"), "--read-noise", "2e-3", "1e-3")
     assert bad.returncode == 2 and "--read-noise" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_scene_brightness_scales_the_clean_scene_and_keeps_the_rest(tiny, tmp_path):
+    """``scene_brightness`` scales each clean scene in linear light (GT and input alike, the noise drawn as
+    before); the default leaves the dataset's bytes and parameters as they were."""
+    from sdsd.tools.synthesize import scale_brightness
+
+    grey = np.full((1, 4, 4, 3), 100, np.uint8)
+    assert np.array_equal(scale_brightness(grey, 1.0), grey)
+    doubled = scale_brightness(grey, 2.0)
+    assert float(srgb_to_linear(doubled[0, 0, 0, 0] / 255.0)) == pytest.approx(
+        2 * float(srgb_to_linear(100 / 255.0)), rel=0.02)
+    assert np.all(scale_brightness(np.full((1, 2, 2, 3), 250, np.uint8), 4.0) == 255)  # clipped at full scale
+
+    base, summary = tiny
+    default = synthesize(tmp_path / "default", workers=1, scene_brightness=1.0, **TINY)
+    assert _tree_bytes(tmp_path / "default") == _tree_bytes(base) and "scene_brightness" not in default["params"]
+    varied = synthesize(tmp_path / "varied", workers=1, scene_brightness=(0.3, 3.0), **TINY)
+    assert varied["params"]["scene_brightness"] == [0.3, 3.0]
+    ratios = []
+    for scene in summary["scenes"]:
+        plain_gt, gt = (np.load(root / "GT" / scene / "0000.npy") for root in (base, tmp_path / "varied"))
+        ratio = float(srgb_to_linear(gt / 255.0).mean() / srgb_to_linear(plain_gt / 255.0).mean())
+        ratios.append(ratio)
+        assert 0.25 < ratio < 3.1
+        low = np.load(tmp_path / "varied" / "input" / scene / "0000.npy")
+        assert low.mean() < gt.mean() / 2  # still darkened
+    assert max(ratios) / min(ratios) > 1.3  # drawn per scene
+    with pytest.raises(UserError, match="scene-brightness"):
+        synthesize(tmp_path / "bad", workers=1, scene_brightness=(2.0, 1.0), **TINY)
+    bad = _run_cli(str(tmp_path / "bad2"), "--scene-brightness", "0")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --scene-brightness")

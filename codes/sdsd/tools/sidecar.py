@@ -4,9 +4,10 @@
 the small JSON sidecar beside its weights, ``<model>.json`` (:mod:`sdsd.exposure`). Training writes one beside every
 checkpoint. This tool writes it for a checkpoint that has none (trained elsewhere or before sidecars existed) and
 rewrites a version 1 sidecar (raw percentiles only, which ``--exposure auto`` uses with a warning), by measuring what
-training measures: the same seeded sample of windows of the option file's training set (``datasets.train``, seed
-``train.manual_seed``, 0 when unset). A current sidecar is left alone unless ``--force``: the tool cannot tell
-whether the option file is the one the checkpoint was trained with.
+training measures: the same seeded sample of windows of the option file's training set (``datasets.train``). The
+seed is the one the old sidecar recorded (the seed training ran with, also when ``train.manual_seed`` was unset and
+training drew one), else ``train.manual_seed``, else 0. A current sidecar is left alone unless ``--force``: the
+tool cannot tell whether the option file is the one the checkpoint was trained with.
 
     python -m sdsd.tools.sidecar -opt options/train/train_demo.yml experiments/demo/models/latest_G.pth
 """
@@ -35,24 +36,29 @@ def write_sidecars(opt_path: str, checkpoints: list[str], overrides: list[str] |
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such checkpoint")
     opt = options.load(opt_path, overrides, is_train=True)
+    default_seed = int(opt["train"].get("manual_seed") or 0)
     todo, done = [], []
     for path in checkpoints:
         try:
             old = read_sidecar(path)
         except UserError:  # unreadable: replaced, as a missing one is
             old = None
+        seed = int(old["seed"]) if isinstance(old, dict) and isinstance(old.get("seed"), int) else default_seed
         if old is None:
-            todo.append((path, "written"))
+            todo.append((path, "written", seed))
         elif is_legacy(old):
-            todo.append((path, "rewritten (was version 1)"))
+            todo.append((path, "rewritten (was version 1)", seed))
         elif force:
-            todo.append((path, "overwritten"))
+            todo.append((path, "overwritten", seed))
         else:
             done.append((sidecar_path(path), "kept (current; --force rewrites it)"))
     if todo:
         dataset = build_dataset(opt["datasets"]["train"], "train")
-        stats = training_statistics(dataset, int(opt["train"].get("manual_seed") or 0))
-        done += [(write_sidecar(stats, path), what) for path, what in todo]
+        measured: dict[int, dict] = {}  # one measurement per seed (checkpoints of one run share theirs)
+        for path, what, seed in todo:
+            if seed not in measured:
+                measured[seed] = training_statistics(dataset, seed)
+            done.append((write_sidecar(measured[seed], path), what))
     return done
 
 

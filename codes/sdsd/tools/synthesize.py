@@ -17,6 +17,12 @@ Content:
 * ``--video FILE``: any video PyAV can decode, centre-cropped to the aspect ratio of ``--size``, resized and cut
   into consecutive scenes of ``--frames`` frames (a last partial scene is dropped).
 
+Scene brightness (optional, ``--scene-brightness MIN MAX``): each clean scene is first multiplied in linear light by
+a factor drawn log-uniformly per scene (clipped at full scale, re-encoded to sRGB uint8); the result is that scene's
+ground truth. Real scenes differ in brightness while a camera's exposure stays put; the photographs alone do not,
+and a model trained on them learns each photograph's brightness instead of the camera's tone mapping. The default,
+1, leaves the frames as they are.
+
 Degradation (per scene, a simple physical camera model), applied to the clean uint8 frames:
 
 1. linearise with the inverse sRGB transfer curve, so values are linear scene light in [0, 1] (1 = clipping);
@@ -258,7 +264,7 @@ def render_image_scene(scene_index: int, frames: int, size: tuple[int, int], see
     Returns:
         ``frames x H x W x 3`` uint8 BGR clip.
     """
-    content_rng, _ = _scene_rngs(seed, scene_index)
+    content_rng = _scene_rngs(seed, scene_index)[0]
     photos = _load_photos()
     height, width = size
     order = np.random.default_rng(seed).permutation(len(photos))  # same photo order for every scene
@@ -367,10 +373,19 @@ def _video_clips(path: Path, frames: int, size: tuple[int, int], limit: int | No
 
 
 # --------------------------------------------------------------------------------------------- writing
-def _scene_rngs(seed: int, scene_index: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """Independent (content, degradation) generators; changing the noise never changes the content."""
-    content, noise = np.random.SeedSequence([seed, scene_index]).spawn(2)
-    return np.random.default_rng(content), np.random.default_rng(noise)
+def _scene_rngs(seed: int, scene_index: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+    """Independent (content, degradation, scene brightness) generators; changing the noise never changes the
+    content, and drawing a scene brightness changes neither (the first two are what they were before it existed)."""
+    content, noise, brightness = np.random.SeedSequence([seed, scene_index]).spawn(3)
+    return np.random.default_rng(content), np.random.default_rng(noise), np.random.default_rng(brightness)
+
+
+def scale_brightness(frames: np.ndarray, factor: float) -> np.ndarray:
+    """Clean uint8 sRGB frames multiplied by ``factor`` in linear light, clipped at full scale, as uint8 sRGB."""
+    if factor == 1:
+        return frames
+    x = np.minimum(_LINEAR_LUT[frames] * np.float32(factor), 1.0)
+    return np.round(linear_to_srgb(x) * 255.0).astype(np.uint8)
 
 
 def _frame_names(frames: int) -> list[str]:
@@ -399,7 +414,9 @@ def _finish_scene(out: Path, scene: str, scene_index: int, clip: np.ndarray | No
     cv2.setNumThreads(1)  # workers already run in parallel; nested OpenCV threads only oversubscribe
     if clip is None:
         clip = render_image_scene(scene_index, params["frames"], tuple(params["size"]), params["seed"])
-    _, noise_rng = _scene_rngs(params["seed"], scene_index)
+    _, noise_rng, brightness_rng = _scene_rngs(params["seed"], scene_index)
+    if "scene_brightness" in params:  # absent for the default 1, so older datasets keep their parameters
+        clip = scale_brightness(clip, draw(brightness_rng, params["scene_brightness"]))
     low, _ = degrade_clip(
         clip,
         noise_rng,
@@ -417,7 +434,8 @@ def _finish_scene(out: Path, scene: str, scene_index: int, clip: np.ndarray | No
 
 
 # --------------------------------------------------------------------------------------------- checks
-def _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_noise, color_cast, workers):
+def _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_noise, color_cast, workers,
+                  scene_brightness=1.0):
     if scenes is not None and scenes < 1:
         raise UserError(f"--scenes must be at least 1, got {scenes}")
     if test_scenes < 0 or (scenes is not None and test_scenes >= scenes):
@@ -435,6 +453,12 @@ def _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_
         nlo, nhi = as_range(value)
         if not (0 <= nlo <= nhi and math.isfinite(nhi)):
             raise UserError(f"{name} must be a finite number >= 0 (or MIN MAX with 0 <= MIN <= MAX), got {value}")
+    if not isinstance(scene_brightness, (int, float)) and len(scene_brightness) != 2:
+        raise UserError(f"--scene-brightness takes one value or MIN MAX, got {list(scene_brightness)}")
+    blo, bhi = as_range(scene_brightness)
+    if not (0 < blo <= bhi and math.isfinite(bhi)):
+        raise UserError(f"--scene-brightness must be a finite number > 0 (or MIN MAX with 0 < MIN <= MAX), "
+                        f"got {scene_brightness}")
     if not (color_cast >= 0 and math.isfinite(color_cast)):
         raise UserError(f"--color-cast must be a finite number >= 0, got {color_cast}")
     if workers is not None and workers < 1:
@@ -485,6 +509,7 @@ def synthesize(
     shot_noise: float | tuple[float, float] = DEFAULT_SHOT_NOISE,
     read_noise: float | tuple[float, float] = DEFAULT_READ_NOISE,
     color_cast: float = DEFAULT_COLOR_CAST,
+    scene_brightness: float | tuple[float, float] = 1.0,
     workers: int | None = None,
     verbose: bool = True,
 ) -> dict:
@@ -503,6 +528,8 @@ def synthesize(
             to draw it per scene.
         read_noise: Gaussian noise standard deviation in linear full-scale units, or ``(min, max)``.
         color_cast: per-scene colour-cast strength (0 = none).
+        scene_brightness: factor on each clean scene in linear light before the degradation (its result is the
+            ground truth), or ``(min, max)`` to draw it log-uniformly per scene; 1 (default) leaves scenes as they are.
         workers: worker processes (default: up to 4, at most the CPU count).
         verbose: print the summary line.
 
@@ -518,7 +545,8 @@ def synthesize(
     exposure = tuple(float(v) for v in exposure)
     if len(exposure) != 2:
         raise UserError(f"--exposure takes MIN MAX, got {list(exposure)}")
-    _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_noise, color_cast, workers)
+    _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_noise, color_cast, workers,
+                  scene_brightness)
     out = Path(out_dir)
     if video is not None:
         video = Path(video)
@@ -542,6 +570,8 @@ def synthesize(
         "read_noise": _plain_range(read_noise),
         "color_cast": float(color_cast),
     }
+    if as_range(scene_brightness) != (1.0, 1.0):
+        params["scene_brightness"] = _plain_range(scene_brightness)
     done = _prepare_out(out, params)
     if done is not None and done.get("test_scenes_count") == test_scenes:
         if verbose:
@@ -675,6 +705,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--color-cast", type=float, default=DEFAULT_COLOR_CAST,
         help="per-scene colour cast: channel log-gains drawn from U(-s, s) (0 = none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--scene-brightness", type=float, nargs="+", metavar="S", default=[1.0],
+        help="factor on each clean scene in linear light before darkening (the result is the ground truth); "
+        "MIN MAX draws it log-uniformly per scene, so scenes differ in brightness as real ones do (1 = none)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, help="worker processes (default: up to 4)")
     return parser
 
@@ -703,6 +738,7 @@ def main(argv: list[str] | None = None) -> None:
         shot_noise=_cli_range("--shot-noise", args.shot_noise),
         read_noise=_cli_range("--read-noise", args.read_noise),
         color_cast=args.color_cast,
+        scene_brightness=_cli_range("--scene-brightness", args.scene_brightness),
         workers=args.workers,
     )
 
