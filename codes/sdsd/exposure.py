@@ -265,6 +265,13 @@ def is_legacy(stats: dict) -> bool:
     return "smoothed_percentiles_linear" not in stats["input"]
 
 
+def recorded_seed(stats: dict | None, fallback: int) -> int:
+    """The seed a sidecar's statistics were measured with (training's own, also one it drew when
+    ``train.manual_seed`` was unset), else ``fallback``: what measuring them again must use to get the same sample."""
+    seed = stats.get("seed") if stats is not None else None
+    return seed if isinstance(seed, int) else fallback
+
+
 class ExposureMatcher:
     """Brings the frames of a video, in order, to a target linear brightness with a smoothly varying gain.
 

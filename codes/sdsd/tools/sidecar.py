@@ -30,7 +30,7 @@ def write_sidecars(opt_path: str, checkpoints: list[str], overrides: list[str] |
     """
     from sdsd import options
     from sdsd.data import build_dataset
-    from sdsd.exposure import is_legacy, read_sidecar, sidecar_path, training_statistics, write_sidecar
+    from sdsd.exposure import is_legacy, read_sidecar, recorded_seed, sidecar_path, training_statistics, write_sidecar
 
     for path in checkpoints:
         if not os.path.isfile(path):
@@ -43,7 +43,7 @@ def write_sidecars(opt_path: str, checkpoints: list[str], overrides: list[str] |
             old = read_sidecar(path)
         except UserError:  # unreadable: replaced, as a missing one is
             old = None
-        seed = int(old["seed"]) if isinstance(old, dict) and isinstance(old.get("seed"), int) else default_seed
+        seed = recorded_seed(old, default_seed)
         if old is None:
             todo.append((path, "written", seed))
         elif is_legacy(old):

@@ -434,6 +434,17 @@ def _finish_scene(out: Path, scene: str, scene_index: int, clip: np.ndarray | No
 
 
 # --------------------------------------------------------------------------------------------- checks
+def _check_range(name: str, value, positive: bool = False) -> None:
+    """One value or ``MIN MAX``, finite, ``>= 0`` (``> 0`` when ``positive``), ``MIN <= MAX``."""
+    if not isinstance(value, (int, float)) and len(value) != 2:
+        raise UserError(f"{name} takes one value or MIN MAX, got {list(value)}")
+    lo, hi = as_range(value)
+    if not ((lo > 0 if positive else lo >= 0) and lo <= hi and math.isfinite(hi)):
+        above, below = (">", "<") if positive else (">=", "<=")
+        raise UserError(f"{name} must be a finite number {above} 0 (or MIN MAX with 0 {below} MIN <= MAX), "
+                        f"got {value}")
+
+
 def _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_noise, color_cast, workers,
                   scene_brightness=1.0):
     if scenes is not None and scenes < 1:
@@ -447,18 +458,9 @@ def _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_
     lo, hi = exposure
     if not 0 < lo <= hi <= 1:
         raise UserError(f"--exposure MIN MAX needs 0 < MIN <= MAX <= 1, got {lo} {hi}")
-    for name, value in (("--shot-noise", shot_noise), ("--read-noise", read_noise)):
-        if not isinstance(value, (int, float)) and len(value) != 2:
-            raise UserError(f"{name} takes one value or MIN MAX, got {list(value)}")
-        nlo, nhi = as_range(value)
-        if not (0 <= nlo <= nhi and math.isfinite(nhi)):
-            raise UserError(f"{name} must be a finite number >= 0 (or MIN MAX with 0 <= MIN <= MAX), got {value}")
-    if not isinstance(scene_brightness, (int, float)) and len(scene_brightness) != 2:
-        raise UserError(f"--scene-brightness takes one value or MIN MAX, got {list(scene_brightness)}")
-    blo, bhi = as_range(scene_brightness)
-    if not (0 < blo <= bhi and math.isfinite(bhi)):
-        raise UserError(f"--scene-brightness must be a finite number > 0 (or MIN MAX with 0 < MIN <= MAX), "
-                        f"got {scene_brightness}")
+    _check_range("--shot-noise", shot_noise)
+    _check_range("--read-noise", read_noise)
+    _check_range("--scene-brightness", scene_brightness, positive=True)
     if not (color_cast >= 0 and math.isfinite(color_cast)):
         raise UserError(f"--color-cast must be a finite number >= 0, got {color_cast}")
     if workers is not None and workers < 1:

@@ -29,7 +29,7 @@ from dcn import report_offsets
 from sdsd.archs import build_network, load_network, unwrap
 from sdsd.archs.fastconv import apply_conv_backend
 from sdsd.errors import UserError
-from sdsd.exposure import is_legacy, read_sidecar, sidecar_path, training_statistics, write_sidecar
+from sdsd.exposure import is_legacy, read_sidecar, recorded_seed, sidecar_path, training_statistics, write_sidecar
 from sdsd.losses import SDSDObjective, noisy_copy
 from sdsd.options import check_training
 from sdsd.training import checkpoint as ckpt
@@ -582,8 +582,7 @@ def _run(opt: dict, info: DistInfo, auto_resume: bool, argv, progress, lock, whe
                 saved = read_sidecar(ckpt.weights_for_state(resume_path, ckpt.read_training_state(resume_path)["iter"]))
                 if saved is not None and is_legacy(saved):
                     logger.info("the resumed checkpoint's training statistics are version 1; measuring them again")
-                    recorded = saved.get("seed")
-                    saved = training_statistics(loader.dataset, recorded if isinstance(recorded, int) else seed)
+                    saved = training_statistics(loader.dataset, recorded_seed(saved, seed))
             state.input_stats = saved or training_statistics(loader.dataset, seed)
             logger.info("training inputs: mean linear brightness %.4g, noise level %.4g (%d windows)",
                         state.input_stats["input"]["mean_linear"], state.input_stats["input"]["noise_sigma"],
