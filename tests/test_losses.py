@@ -60,6 +60,30 @@ def test_objective_hand_checked(criterion):
     assert reweighted.total.item() == pytest.approx(l_rec + 2.0 * l_ill, rel=1e-5)
 
 
+@pytest.mark.parametrize("criterion", ["l1", "cb"])
+def test_objective_without_the_noisy_copy(criterion):
+    # train.noisy_copy: false: the clean window's terms at full weight, no noise term.
+    lq = torch.tensor([0.1, 0.2, 0.4]).view(1, 1, 3, 1, 1).repeat(1, 3, 1, 1, 1)
+    gt = torch.tensor([0.5, 0.5, 1.0]).view(1, 3, 1, 1)
+    e, i = torch.full((1, 3, 1, 1), 0.25), torch.full((1, 3, 1, 1), 0.3)
+    w = 2.0
+    terms = SDSDObjective(criterion, pixel_weight=w, center=1, illumination_weight=0.1, noise_weight=0.0)(
+        (e, i, None), None, lq, gt)
+    eps = 1e-6 if criterion == "cb" else 0.0
+    l_rec = w * sum(math.sqrt(d * d + eps) for d in (0.25, 0.25, 0.75))
+    l_ill = w * sum(abs(0.3 - t) for t in (0.1 / (0.5 + 1e-4), 0.2 / (0.5 + 1e-4), 0.4 / (1.0 + 1e-4)))
+    assert terms.l_rec.item() == pytest.approx(l_rec, rel=1e-5)
+    assert terms.l_ill.item() == pytest.approx(l_ill, rel=1e-5)
+    assert terms.l_noise.item() == 0.0
+    assert terms.total.item() == pytest.approx(l_rec + 0.1 * l_ill, rel=1e-5)
+    # When both copies agree, every term has the value it has with the copy.
+    same = SDSDObjective(criterion, pixel_weight=w, center=1, illumination_weight=0.1, noise_weight=0.0)(
+        (e, i, None), (e, i, e), lq, gt)
+    assert same.l_rec.item() == pytest.approx(l_rec, rel=1e-5) and same.l_ill.item() == pytest.approx(l_ill, rel=1e-5)
+    with pytest.raises(ValueError, match="noise_weight must be 0"):
+        SDSDObjective(criterion, center=1)((e, i, None), None, lq, gt)
+
+
 def test_illumination_target_carries_no_gradient():
     lq = torch.rand(1, 5, 3, 4, 4, requires_grad=True)
     gt = torch.rand(1, 3, 4, 4)

@@ -179,6 +179,8 @@ TRAINING_ONLY = [
     ("datasets.train.GT_size=100", "datasets.train.GT_size 100 must be a multiple of 16"),
     ("datasets.train.GT_size=1024", r"datasets.train.GT_size 1024 is larger than the frames \(960x512"),
     ("network_G.w_TSA=false", "train.ft_tsa_only=50000 needs network_G.w_TSA: true"),
+    ("train.noisy_copy=false", "train.noisy_copy is false but train.noise_weight is 1.0: the noise term is computed "
+                               "on the noisy copy"),
 ]
 
 

@@ -277,3 +277,38 @@ def test_scene_brightness_scales_the_clean_scene_and_keeps_the_rest(tiny, tmp_pa
         synthesize(tmp_path / "bad", workers=1, scene_brightness=(2.0, 1.0), **TINY)
     bad = _run_cli(str(tmp_path / "bad2"), "--scene-brightness", "0")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --scene-brightness")
+
+
+def test_white_level_exposes_every_scene_alike(tiny, tmp_path):
+    """``white_level`` scales each clean scene so that the statistic ``--exposure auto`` matches reads the same on
+    every scene's ground truth; an all-black clip is left alone; the default changes no byte."""
+    from sdsd.exposure import measure
+    from sdsd.tools.synthesize import expose_white, white_level
+
+    black = np.zeros((2, 16, 16, 3), np.uint8)
+    assert np.array_equal(expose_white(black, 0.9), black)
+    ramp = np.tile(np.linspace(0, 120, 48).astype(np.uint8)[None, None, :, None], (3, 32, 1, 3))
+    exposed = expose_white(ramp, 0.8)
+    assert white_level(exposed) == pytest.approx(0.8, rel=0.03)
+    assert white_level(ramp) == pytest.approx(float(np.median(
+        [measure(srgb_to_linear(f.astype(np.float32) / 255)) for f in ramp])), rel=1e-6)
+
+    base, summary = tiny
+    exposed_set = synthesize(tmp_path / "white", workers=1, white_level=0.9, **TINY)
+    assert exposed_set["params"]["white_level"] == 0.9
+    before, after = [], []
+    for scene in summary["scenes"]:
+        gts = [np.stack([np.load(root / "GT" / scene / f"{i:04d}.npy") for i in range(TINY["frames"])])
+               for root in (base, tmp_path / "white")]
+        before.append(white_level(gts[0]))
+        after.append(white_level(gts[1]))
+        low = np.load(tmp_path / "white" / "input" / scene / "0000.npy")
+        assert low.mean() < gts[1][0].mean() / 2  # still darkened
+    # One gain per scene aims at the level; where highlights clip (small or coloured ones) the scene stays below it.
+    assert all(abs(a - 0.9) < abs(b - 0.9) and a < 0.9 * 1.03 for a, b in zip(after, before)), (before, after)
+    assert max(after) / min(after) < 1.5 < 5 < max(before) / min(before)
+    assert "white_level" not in summary["params"]  # the default: the tiny dataset above, bytes unchanged by this
+    with pytest.raises(UserError, match="--white-level must be in"):
+        synthesize(tmp_path / "bad", workers=1, white_level=1.5, **TINY)
+    bad = _run_cli(str(tmp_path / "bad2"), "--white-level", "0")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --white-level")

@@ -158,6 +158,26 @@ def test_nan_loss_stops_or_skips(tmp_path):
     assert "non-finite loss" in open(skipped["log_file"]).read()
 
 
+def test_training_without_the_noisy_copy(tmp_path, monkeypatch):
+    """train.noisy_copy: false never builds the copy, logs no noise term and still learns (the loss falls)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import sdsd.training.trainer as trainer
+
+    def no_copy(lq):
+        raise AssertionError("the noisy copy was built")
+
+    monkeypatch.setattr(trainer, "noisy_copy", no_copy)
+    opt = make_options(tmp_path, niter=6, noisy_copy=False, noise_weight=0, ft_tsa_only=0, lr_G=2e-3)
+    opt["datasets"].pop("val")
+    result = train(load(tmp_path, opt), progress=False)
+    assert result["iteration"] == 6
+    events = EventAccumulator(str(tmp_path / "tb_logger" / "tiny")).Reload()
+    assert [e.value for e in events.Scalars("loss/l_noise")] == [0.0] * 6
+    rec = [e.value for e in events.Scalars("loss/l_rec")]
+    assert rec[-1] < rec[0]
+
+
 @pytest.mark.parametrize("override, message", [
     ("datasets.train.batch_size=3", "batch_size 3 is the global batch"),  # not divisible (world 1: must be >= 1)
     ("datasets.train.GT_size=64", "GT_size 64 is larger than frame"),

@@ -9,6 +9,11 @@ One iteration sees the low-light window ``L`` (``B x N x 3 x h x w``) and the no
 * ``l_rec = w/2 pix(E, G) + w/2 pix(E_n, G)``, ``l_ill = w/2 L1(I, T) + w/2 L1(I_n, T)`` with the illumination
   target ``T = L_c / (G + 1e-4)`` (no gradient), ``l_noise = w pix(D_n, L_c)``;
 * total ``l_rec + 0.5 l_ill + l_noise``. Every reduction is a sum.
+
+Without the noisy copy (``train.noisy_copy: false``, not published) only ``L`` goes through the network and
+``l_rec = w pix(E, G)``, ``l_ill = w L1(I, T)``, ``l_noise = 0``: each term keeps the scale it has when both copies
+agree. The copy asks the network to map ``L`` and ``L + (L - mu)``, twice the contrast around the mean, to the same
+``G``; with a ground truth for every frame that is a brightness ambiguity the network pays for in tone accuracy.
 """
 
 from __future__ import annotations
@@ -68,21 +73,26 @@ class SDSDObjective(nn.Module):
 
         Args:
             clean_out: ``(E, I, D)`` for ``L``.
-            noisy_out: ``(E_n, I_n, D_n)`` for ``L_noisy``.
+            noisy_out: ``(E_n, I_n, D_n)`` for ``L_noisy``, or ``None`` to train without the noisy copy (then the
+                objective's ``noise_weight`` must be 0).
             lq: the low-light window ``L``, ``B x N x 3 x h x w``.
             gt: the normal-light centre frame ``G``, ``B x 3 x h x w``.
         """
-        enhanced, illum, _ = clean_out
-        enhanced_n, illum_n, denoised_n = noisy_out
+        if noisy_out is None and self.noise_weight:
+            raise ValueError("the noise term needs the noisy copy: noise_weight must be 0 without it")
         w = self.weight
-        lq_c = lq[:, self.center]
         # Work in float32 even under autocast: sums over 32 x 3 x 128 x 128 elements lose digits in half precision.
-        enhanced, illum, enhanced_n, illum_n, denoised_n = (
-            t.float() for t in (enhanced, illum, enhanced_n, illum_n, denoised_n))
-        gt, lq_c = gt.float(), lq_c.float()
+        enhanced, illum = clean_out[0].float(), clean_out[1].float()
+        gt, lq_c = gt.float(), lq[:, self.center].float()
         target_ill = (lq_c / (gt + 1e-4)).detach()
-        l_rec = w * 0.5 * self.pix(enhanced, gt) + w * 0.5 * self.pix(enhanced_n, gt)
-        l_ill = w * 0.5 * self.l1(illum, target_ill) + w * 0.5 * self.l1(illum_n, target_ill)
-        l_noise = w * self.pix(denoised_n, lq_c)
+        if noisy_out is None:
+            l_rec = w * self.pix(enhanced, gt)
+            l_ill = w * self.l1(illum, target_ill)
+            l_noise = torch.zeros((), device=l_rec.device)
+        else:
+            enhanced_n, illum_n, denoised_n = (t.float() for t in noisy_out)
+            l_rec = w * 0.5 * self.pix(enhanced, gt) + w * 0.5 * self.pix(enhanced_n, gt)
+            l_ill = w * 0.5 * self.l1(illum, target_ill) + w * 0.5 * self.l1(illum_n, target_ill)
+            l_noise = w * self.pix(denoised_n, lq_c)
         total = l_rec + self.illumination_weight * l_ill + self.noise_weight * l_noise
         return LossTerms(l_rec, l_ill, l_noise, total)

@@ -78,6 +78,10 @@ def check_training(opt: dict, world_size: int | None = None, source: str = "<opt
     if data is None:
         raise UserError(f"{source}: the option file has no datasets.train block; train.py needs training data")
 
+    if not train.get("noisy_copy", True) and train.get("noise_weight"):
+        raise UserError(f"{source}: train.noisy_copy is false but train.noise_weight is {train['noise_weight']}: the "
+                        "noise term is computed on the noisy copy; set train.noise_weight: 0 or train.noisy_copy: true")
+
     batch = data["batch_size"]
     if batch % world_size:
         raise UserError(f"{source}: datasets.train.batch_size {batch} is the global batch and must be divisible by "

@@ -149,6 +149,9 @@ TRAIN_KEYS = {
                                   number(minimum=0)),
     "noise_weight": Option(1.0, "Factor of the self-supervised noise term l_noise in the total loss (published: 1).",
                            number(minimum=0)),
+    "noisy_copy": Option(True, "Train on the self-supervised noisy copy L + (L - mean) too (published: true). false "
+                         "trains on the clean window alone, at half the cost per iteration; needs noise_weight 0.",
+                         boolean()),
     "val_freq": Option(5000, "Validate every this many iterations (published).", positive_int()),
     "val_max_frames": Option(None, "Validate on at most this many frames per scene during training; null = all.",
                              positive_int()),

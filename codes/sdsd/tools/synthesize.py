@@ -17,7 +17,16 @@ Content:
 * ``--video FILE``: any video PyAV can decode, centre-cropped to the aspect ratio of ``--size``, resized and cut
   into consecutive scenes of ``--frames`` frames (a last partial scene is dropped).
 
-Scene brightness (optional, ``--scene-brightness MIN MAX``): each clean scene is first multiplied in linear light by
+White level (optional, ``--white-level W``): each clean scene is first multiplied in linear light so that its white
+level (the median over its frames of the 99th percentile of the linear values after a 4x4 moving average, the
+statistic ``sdsd.enhance --exposure auto`` matches: ``sdsd.exposure.measure``) is ``W``, as a camera's automatic
+exposure places a scene's highlights near full scale; the result is that scene's ground truth. The photographs are
+exposed unevenly (a deep-sky photograph's white is far below a portrait's), and a model learns the white level of
+its ground truth: trained on them it outputs ordinary well-exposed video too dark. It is one gain per scene, aimed
+at ``W``: where the highlights are small or coloured they clip at full scale first and the scene ends somewhat below
+``W`` (the demo's scenes at ``W`` 0.9: about 0.8). An all-black scene is left as is.
+
+Scene brightness (optional, ``--scene-brightness MIN MAX``): each clean scene is then multiplied in linear light by
 a factor drawn log-uniformly per scene (clipped at full scale, re-encoded to sRGB uint8); the result is that scene's
 ground truth. Real scenes differ in brightness while a camera's exposure stays put; the photographs alone do not,
 and a model trained on them learns each photograph's brightness instead of the camera's tone mapping. The default,
@@ -409,12 +418,28 @@ def _scene_psnr_from_disk(out: Path, scene: str, frames: int) -> float:
     return float(np.mean(values))
 
 
+def white_level(clip: np.ndarray) -> float:
+    """The white level of a ``T x H x W x 3`` uint8 sRGB clip: the median over frames of what
+    ``sdsd.exposure.measure`` reads (the 99th percentile of the linear values after a 4x4 moving average)."""
+    from sdsd.exposure import measure  # sdsd.exposure imports this module's curves
+
+    return float(np.median([measure(_LINEAR_LUT[frame]) for frame in clip]))
+
+
+def expose_white(clip: np.ndarray, level: float) -> np.ndarray:
+    """``clip`` scaled in linear light so that its :func:`white_level` is ``level`` (an all-black clip unchanged)."""
+    white = white_level(clip)
+    return clip if white <= 0 else scale_brightness(clip, level / white)
+
+
 def _finish_scene(out: Path, scene: str, scene_index: int, clip: np.ndarray | None, params: dict) -> float:
     """Degrade one clean clip, write GT and input frames, return the scene's mean input PSNR."""
     cv2.setNumThreads(1)  # workers already run in parallel; nested OpenCV threads only oversubscribe
     if clip is None:
         clip = render_image_scene(scene_index, params["frames"], tuple(params["size"]), params["seed"])
     _, noise_rng, brightness_rng = _scene_rngs(params["seed"], scene_index)
+    if "white_level" in params:  # absent when not asked for, so older datasets keep their parameters
+        clip = expose_white(clip, params["white_level"])
     if "scene_brightness" in params:  # absent for the default 1, so older datasets keep their parameters
         clip = scale_brightness(clip, draw(brightness_rng, params["scene_brightness"]))
     low, _ = degrade_clip(
@@ -446,7 +471,7 @@ def _check_range(name: str, value, positive: bool = False) -> None:
 
 
 def _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_noise, color_cast, workers,
-                  scene_brightness=1.0):
+                  scene_brightness=1.0, white=None):
     if scenes is not None and scenes < 1:
         raise UserError(f"--scenes must be at least 1, got {scenes}")
     if test_scenes < 0 or (scenes is not None and test_scenes >= scenes):
@@ -461,6 +486,8 @@ def _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_
     _check_range("--shot-noise", shot_noise)
     _check_range("--read-noise", read_noise)
     _check_range("--scene-brightness", scene_brightness, positive=True)
+    if white is not None and not 0 < white <= 1:
+        raise UserError(f"--white-level must be in (0, 1] (1 = full scale, linear light), got {white}")
     if not (color_cast >= 0 and math.isfinite(color_cast)):
         raise UserError(f"--color-cast must be a finite number >= 0, got {color_cast}")
     if workers is not None and workers < 1:
@@ -512,6 +539,7 @@ def synthesize(
     read_noise: float | tuple[float, float] = DEFAULT_READ_NOISE,
     color_cast: float = DEFAULT_COLOR_CAST,
     scene_brightness: float | tuple[float, float] = 1.0,
+    white_level: float | None = None,
     workers: int | None = None,
     verbose: bool = True,
 ) -> dict:
@@ -532,6 +560,8 @@ def synthesize(
         color_cast: per-scene colour-cast strength (0 = none).
         scene_brightness: factor on each clean scene in linear light before the degradation (its result is the
             ground truth), or ``(min, max)`` to draw it log-uniformly per scene; 1 (default) leaves scenes as they are.
+        white_level: scale each clean scene in linear light so that its white level is this (before
+            ``scene_brightness``); ``None`` (default) leaves scenes as they are.
         workers: worker processes (default: up to 4, at most the CPU count).
         verbose: print the summary line.
 
@@ -548,7 +578,7 @@ def synthesize(
     if len(exposure) != 2:
         raise UserError(f"--exposure takes MIN MAX, got {list(exposure)}")
     _check_params(scenes, test_scenes, frames, size, exposure, shot_noise, read_noise, color_cast, workers,
-                  scene_brightness)
+                  scene_brightness, white_level)
     out = Path(out_dir)
     if video is not None:
         video = Path(video)
@@ -572,6 +602,8 @@ def synthesize(
         "read_noise": _plain_range(read_noise),
         "color_cast": float(color_cast),
     }
+    if white_level is not None:
+        params["white_level"] = float(white_level)
     if as_range(scene_brightness) != (1.0, 1.0):
         params["scene_brightness"] = _plain_range(scene_brightness)
     done = _prepare_out(out, params)
@@ -712,6 +744,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="factor on each clean scene in linear light before darkening (the result is the ground truth); "
         "MIN MAX draws it log-uniformly per scene, so scenes differ in brightness as real ones do (1 = none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--white-level", type=float, metavar="W",
+        help="scale each clean scene in linear light so that its white level (99th percentile of the linear values "
+        "after a 4x4 moving average, median over frames) is W, as an automatic exposure would (default: as is)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, help="worker processes (default: up to 4)")
     return parser
 
@@ -741,6 +778,7 @@ def main(argv: list[str] | None = None) -> None:
         read_noise=_cli_range("--read-noise", args.read_noise),
         color_cast=args.color_cast,
         scene_brightness=_cli_range("--scene-brightness", args.scene_brightness),
+        white_level=args.white_level,
         workers=args.workers,
     )
 

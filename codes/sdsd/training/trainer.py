@@ -296,7 +296,8 @@ def resume(state: TrainState, state_path: str) -> None:
 
 
 def train_step(state: TrainState, batch: dict, iteration: int) -> dict[str, torch.Tensor] | None:
-    """One iteration: schedule, batched forward of the clean and noisy copies, loss, backward, Adam step.
+    """One iteration: schedule, batched forward of the clean and noisy copies (or of the clean window alone with
+    ``train.noisy_copy: false``), loss, backward, Adam step.
 
     The clean window and its noisy copy go through the network as ONE batch of ``2B``. Under DDP each rank's
     summed loss is multiplied by the world size before ``backward`` so that DDP's gradient averaging yields the
@@ -316,11 +317,15 @@ def train_step(state: TrainState, batch: dict, iteration: int) -> dict[str, torc
     lq = batch["LQs"].to(state.device, non_blocking=True)
     gt = batch["GT"].to(state.device, non_blocking=True)
     b = lq.shape[0]
-    both = torch.cat([lq, noisy_copy(lq)], dim=0)
-    with state.autocast():
-        outputs = state.net(both)
-    clean = tuple(o[:b] for o in outputs)
-    noisy = tuple(o[b:] for o in outputs)
+    if train_opt.get("noisy_copy", True):
+        both = torch.cat([lq, noisy_copy(lq)], dim=0)
+        with state.autocast():
+            outputs = state.net(both)
+        clean = tuple(o[:b] for o in outputs)
+        noisy = tuple(o[b:] for o in outputs)
+    else:
+        with state.autocast():
+            clean, noisy = tuple(state.net(lq)), None
     terms = state.objective(clean, noisy, lq, gt)
 
     if not _all_finite(terms.total):
