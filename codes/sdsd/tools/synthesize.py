@@ -24,7 +24,7 @@ exposure places a scene's highlights near full scale; the result is that scene's
 exposed unevenly (a deep-sky photograph's white is far below a portrait's), and a model learns the white level of
 its ground truth: trained on them it outputs ordinary well-exposed video too dark. It is one gain per scene, aimed
 at ``W``: where the highlights are small or coloured they clip at full scale first and the scene ends somewhat below
-``W`` (the demo's scenes at ``W`` 0.9: about 0.8). An all-black scene is left as is.
+``W`` (the demo's scenes at ``W`` 0.9: 0.66 to 0.90, median 0.87). An all-black scene is left as is.
 
 Scene brightness (optional, ``--scene-brightness MIN MAX``): each clean scene is then multiplied in linear light by
 a factor drawn log-uniformly per scene (clipped at full scale, re-encoded to sRGB uint8); the result is that scene's
