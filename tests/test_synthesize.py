@@ -281,7 +281,8 @@ def test_scene_brightness_scales_the_clean_scene_and_keeps_the_rest(tiny, tmp_pa
 
 def test_white_level_exposes_every_scene_alike(tiny, tmp_path):
     """``white_level`` scales each clean scene so that the statistic ``--exposure auto`` matches reads the same on
-    every scene's ground truth; an all-black clip is left alone; the default changes no byte."""
+    every scene's ground truth; an all-black clip is left alone; the default records no parameter (so datasets made
+    before the option keep matching their folder)."""
     from sdsd.exposure import measure
     from sdsd.tools.synthesize import expose_white, white_level
 
@@ -307,7 +308,7 @@ def test_white_level_exposes_every_scene_alike(tiny, tmp_path):
     # One gain per scene aims at the level; where highlights clip (small or coloured ones) the scene stays below it.
     assert all(abs(a - 0.9) < abs(b - 0.9) and a < 0.9 * 1.03 for a, b in zip(after, before)), (before, after)
     assert max(after) / min(after) < 1.5 < 5 < max(before) / min(before)
-    assert "white_level" not in summary["params"]  # the default: the tiny dataset above, bytes unchanged by this
+    assert "white_level" not in summary["params"]  # the default, as the tiny dataset above was made
     with pytest.raises(UserError, match="--white-level must be in"):
         synthesize(tmp_path / "bad", workers=1, white_level=1.5, **TINY)
     bad = _run_cli(str(tmp_path / "bad2"), "--white-level", "0")
