@@ -140,31 +140,94 @@ def test_a_full_disk_inside_atomic_path_keeps_the_previous_file(tmp_path):
     assert target.read_bytes() == before and os.listdir(tmp_path) == ["model.pth"]
 
 
-def test_remove_stale_temps_removes_only_our_temporary_names(tmp_path):
-    keep = ["0001.npy", ".hidden", "x.tmp", ".a.npy.tmp", ".a.npy.ABCDEFGH.tmp.npy", "notes.1234abcd.tmp"]
-    for name in keep:
-        (tmp_path / name).write_text("keep")
-    stale_file = Path(sio.temp_path_for(str(tmp_path / "0002.npy")))
-    stale_dir = Path(sio.make_temp_dir(str(tmp_path / "frames")))
-    (stale_dir / "000000.png").write_bytes(b"png")
-    mkstemp_style = tmp_path / ".clip.k2_9xz0a.tmp.mp4"  # what tempfile.mkstemp made for the video writer
-    mkstemp_style.write_bytes(b"")
-    sub = tmp_path / "scene"
-    sub.mkdir()
-    nested = Path(sio.temp_path_for(str(sub / "0000.npy")))
+def _temps_of_a_dead_process(folder: Path) -> list[str]:
+    """Temporary entries made by a real process that has exited (as a killed writer leaves them)."""
+    code = (
+        "import json, sys\n"
+        "from sdsd.utils import io as sio\n"
+        "f = sys.argv[1]\n"
+        "a = sio.temp_path_for(f + '/0002.npy')\n"
+        "d = sio.make_temp_dir(f + '/frames')\n"
+        "open(d + '/000000.png', 'wb').write(b'png')\n"
+        "n = sio.temp_path_for(f + '/scene/0000.npy')\n"
+        "print(json.dumps([a, d, n]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
 
-    removed = sio.remove_stale_temps(str(tmp_path))
-    assert sorted(removed) == sorted(map(str, (stale_file, stale_dir, mkstemp_style)))
-    assert sorted(os.listdir(tmp_path)) == sorted([*keep, "scene"]) and nested.exists()
-    assert sio.remove_stale_temps(str(tmp_path), recursive=True) == [str(nested)]
+
+def test_remove_stale_temps_removes_what_a_dead_writer_left(tmp_path):
+    (tmp_path / "scene").mkdir()
+    stale_file, stale_dir, nested = _temps_of_a_dead_process(tmp_path)
+    assert sio.is_our_temp(os.path.basename(stale_file)) and (Path(stale_dir) / sio.OWNER_RECORD).exists()
+    removed = sio.remove_stale_temps(str(tmp_path))  # no waiting: the creating process is gone
+    assert sorted(removed) == sorted([stale_file, stale_dir]) and os.path.exists(nested)
+    assert sio.remove_stale_temps(str(tmp_path), recursive=True) == [nested]
+    assert sorted(os.listdir(tmp_path)) == ["scene"] and os.listdir(tmp_path / "scene") == []
     assert sio.remove_stale_temps(str(tmp_path / "missing")) == []
 
 
-def test_remove_stale_temps_spares_fresh_files_when_asked(tmp_path):
-    fresh = Path(sio.temp_path_for(str(tmp_path / "a.json")))
-    assert sio.remove_stale_temps(str(tmp_path), min_age_s=3600) == [] and fresh.exists()
-    os.utime(fresh, (0, 0))
-    assert sio.remove_stale_temps(str(tmp_path), min_age_s=3600) == [str(fresh)]
+def test_remove_stale_temps_never_touches_files_it_did_not_make(tmp_path):
+    """A user's hidden temporary-looking files and folders survive, however old: the audit lost a
+    ``.thesis.20240101.tmp.docx`` and a ``.photos.backup01.tmp/`` folder to the earlier name pattern."""
+    (tmp_path / "scene").mkdir()
+    keep = ["0001.npy", ".hidden", "x.tmp", ".a.npy.tmp", ".a.npy.ABCDEFGH.tmp.npy", "notes.1234abcd.tmp",
+            ".thesis.20240101.tmp.docx", ".clip.k2_9xz0a.tmp.mp4"]
+    for name in keep:
+        (tmp_path / name).write_text("keep")
+    photos = tmp_path / ".photos.backup01.tmp"
+    photos.mkdir()
+    (photos / "IMG_0001.jpg").write_bytes(b"jpeg")
+    # Names of our pattern, of a dead process, on entries this module did not make: a wrong check digest, a
+    # folder without the owner record or with another folder's, a symbolic link, a FIFO.
+    file_name, dir_name, _ = _temps_of_a_dead_process(tmp_path)
+    sio.remove_stale_temps(str(tmp_path), recursive=True)
+    digest = file_name[-13:-9]
+    forged = Path(file_name[:-13] + ("0000" if digest != "0000" else "1111") + file_name[-9:])
+    forged.write_text("keep")
+    unmarked = Path(dir_name)
+    unmarked.mkdir()
+    (unmarked / "mine.txt").write_text("keep")
+    link_name, alien_name, fifo_name = _temps_of_a_dead_process(tmp_path)
+    os.remove(link_name)
+    os.remove(fifo_name)
+    (tmp_path / "target.txt").write_text("keep")
+    os.symlink(tmp_path / "target.txt", link_name)
+    os.mkfifo(fifo_name)
+    (Path(alien_name) / sio.OWNER_RECORD).write_text("some other folder")
+    for path in [*(tmp_path / n for n in keep), photos, forged, unmarked]:
+        os.utime(path, (0, 0))
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert sio.remove_stale_temps(str(tmp_path), recursive=True, min_age_s=0) == []
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert (photos / "IMG_0001.jpg").read_bytes() == b"jpeg" and (tmp_path / "target.txt").read_text() == "keep"
+
+
+def test_remove_stale_temps_spares_a_live_writer_until_it_is_old(tmp_path):
+    fresh = Path(sio.temp_path_for(str(tmp_path / "a.json")))  # this process is alive
+    assert sio.remove_stale_temps(str(tmp_path)) == [] and fresh.exists()
+    os.utime(fresh, (0, 0))  # untouched for decades: a process id in use again, or another machine's
+    assert sio.remove_stale_temps(str(tmp_path)) == [str(fresh)]
+
+
+def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "entry"
+    with sio.atomic_folder(str(target)) as tmp:
+        Path(tmp, "a.bin").write_bytes(b"1")
+    assert sorted(os.listdir(target)) == ["a.bin"]
+    with pytest.raises(RuntimeError), sio.atomic_folder(str(target)) as tmp:
+        Path(tmp, "b.bin").write_bytes(b"2")
+        raise RuntimeError("killed half way")
+    assert sorted(os.listdir(target)) == ["a.bin"] and sorted(os.listdir(tmp_path)) == ["entry"]
+    with sio.atomic_folder(str(target)) as tmp:
+        Path(tmp, "b.bin").write_bytes(b"2")
+    assert sorted(os.listdir(target)) == ["b.bin"] and sorted(os.listdir(tmp_path)) == ["entry"]
+    (tmp_path / "file").write_text("x")
+    os.symlink(target, tmp_path / "link")
+    for bad in ("file", "link"):
+        with pytest.raises(FileExistsError), sio.atomic_folder(str(tmp_path / bad)):
+            pass
+    assert (tmp_path / "file").read_text() == "x" and os.path.islink(tmp_path / "link")
 
 
 def test_dataset_tools_do_not_load_torch():

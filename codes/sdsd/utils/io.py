@@ -13,8 +13,11 @@ through :func:`atomic_path` or one of the convenience writers built on it, so th
 * the file's permissions follow the umask like an ordinary ``open(path, "w")`` (``0666 & ~umask``), not the
   owner-only ``0600`` of ``tempfile.mkstemp``; folders created here get ``0777 & ~umask``.
 
-:func:`remove_stale_temps` deletes the temporary files a killed process left behind (only names of the pattern
-above); writers call it on their output folder when they start.
+:func:`remove_stale_temps` deletes the temporary files a killed process left behind. It only ever removes what
+this module provably created: a name carrying the marker ``sdsd``, the creating host and process id and a check
+digest over them (a name a person or another program chose does not verify), of a process that is gone (or,
+for another host's, untouched for an hour); a folder only when it also holds the owner record this module wrote
+into it, never through a symbolic link. Temporary names of older versions of this package are left alone.
 
 Writers that manage their own temporary file (a video encoder, a folder of frames) use the pieces directly:
 :func:`temp_path_for` / :func:`make_temp_dir` for the name and :func:`commit` to fsync and rename it.
@@ -24,15 +27,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import hashlib
 import io
 import json
 import os
 import re
 import secrets
 import shutil
+import socket
+import stat
 import time
 
 __all__ = [
+    "atomic_folder",
     "atomic_path",
     "atomic_save_npy",
     "atomic_torch_save",
@@ -42,27 +50,73 @@ __all__ = [
     "commit",
     "fsync_file",
     "fsync_folder",
+    "is_our_temp",
     "make_folder",
     "make_temp_dir",
+    "mark_temp_dir",
+    "move_aside",
     "remove_stale_temps",
     "temp_path_for",
 ]
 
-#: Temporary names made here: ``.<target name>.<8 random characters>.tmp<target extension>``. The random part of
-#: :func:`temp_path_for` is hex; ``[a-z0-9_]`` also covers the names ``tempfile.mkstemp`` makes with the same
-#: prefix and suffix, so older temporary files are recognised too.
-TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<random>[a-z0-9_]{8})\.tmp(?P<ext>\.[^.]*)?$")
+#: Temporary names made here: ``.<target name>.sdsd-<host>-<pid>-<random><check>.tmp<target extension>``, where
+#: ``host`` is 4 hex digits of a hash of this machine's name, ``pid`` the creating process, ``random`` 8 hex digits
+#: and ``check`` 4 hex digits of a hash of all the rest (:func:`is_our_temp` verifies it).
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.sdsd-(?P<host>[0-9a-f]{4})-(?P<pid>[1-9][0-9]{0,9})-"
+                       r"(?P<random>[0-9a-f]{8})(?P<check>[0-9a-f]{4})\.tmp(?P<ext>\.[^.]*)?$")
+
+#: The file inside every temporary folder made by :func:`make_temp_dir`: it holds the folder's own name, so a
+#: folder is only ever deleted as stale when this module created it. :func:`commit` removes it before the rename.
+OWNER_RECORD = ".sdsd-temp-owner"
+
+#: A temporary entry whose creator runs on another machine (or whose process id is in use again) counts as
+#: stale only once nothing has touched it for this long.
+STALE_AGE_S = 3600.0
 
 _ATTEMPTS = 100  # name collisions before giving up (8 random hex digits: never reached in practice)
+
+
+@functools.cache
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:4]
+
+
+def _check_digest(name: str, host: str, pid: str, random: str, ext: str) -> str:
+    text = f"sdsd-temp\0{name}\0{host}\0{pid}\0{random}\0{ext}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:4]
 
 
 def _temp_name(path: str, suffix: str | None) -> tuple[str, str]:
     """The folder of ``path`` and a fresh temporary name in it (not yet created)."""
     folder = os.path.dirname(os.path.abspath(path))
     ext = os.path.splitext(path)[1] if suffix is None else suffix
+    base, host, pid = os.path.basename(path), _host_tag(), str(os.getpid())
     # secrets draws from os.urandom, so processes forked from one parent never draw the same names.
-    name = f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp{ext}"
+    random = secrets.token_hex(4)
+    name = f".{base}.sdsd-{host}-{pid}-{random}{_check_digest(base, host, pid, random, ext)}.tmp{ext}"
     return folder, os.path.join(folder, name)
+
+
+def is_our_temp(name: str) -> bool:
+    """True when ``name`` (a file name, no folder) is a temporary name this module made (its check digest holds)."""
+    m = TEMP_NAME.match(name)
+    if m is None:
+        return False
+    ext = m["ext"] or ""
+    return m["check"] == _check_digest(m["name"], m["host"], m["pid"], m["random"], ext)
+
+
+def _process_gone(pid: int) -> bool:
+    """True when no process ``pid`` runs on this machine (a process of another user still counts as running)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False
+    return False
 
 
 def make_folder(folder: str) -> None:
@@ -99,9 +153,11 @@ def temp_path_for(path: str, suffix: str | None = None, claimed: list[str] | Non
 
 
 def make_temp_dir(path: str) -> str:
-    """Create an empty temporary folder next to ``path`` (mode ``0777 & ~umask``) and return its name.
+    """Create a temporary folder next to ``path`` (mode ``0777 & ~umask``) and return its name.
 
-    For writers that fill a folder and move it into place (``os.replace`` of the folder, or of its files).
+    For writers that fill a folder and move it into place with :func:`commit` (or :func:`atomic_folder`). The
+    folder holds one file, :data:`OWNER_RECORD` (its own name), which marks it as this module's for
+    :func:`remove_stale_temps`; :func:`commit` removes it, and a writer listing the folder should skip it.
     """
     make_folder(os.path.dirname(os.path.abspath(path)))
     for _ in range(_ATTEMPTS):
@@ -110,8 +166,41 @@ def make_temp_dir(path: str) -> str:
             os.mkdir(tmp, 0o777)
         except FileExistsError:
             continue
+        try:
+            mark_temp_dir(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return tmp
     raise FileExistsError(errno.EEXIST, "no free temporary name", path)
+
+
+def mark_temp_dir(folder: str) -> None:
+    """Write the owner record into ``folder``, a folder with a temporary name of :func:`temp_path_for`'s making
+    (e.g. an old output moved aside before it is deleted), so that a sweep may delete it if the process dies."""
+    with open(os.path.join(folder, OWNER_RECORD), "w", encoding="utf-8") as fh:
+        fh.write(os.path.basename(folder))
+
+
+def move_aside(path: str) -> str:
+    """Rename the folder ``path`` to a fresh marked temporary name beside it (to be deleted once its replacement
+    is in place) and return that name; if the process dies first, :func:`remove_stale_temps` deletes it."""
+    for _ in range(_ATTEMPTS):
+        _, old = _temp_name(path, "")
+        if os.path.lexists(old):
+            continue
+        os.rename(path, old)
+        mark_temp_dir(old)
+        return old
+    raise FileExistsError(errno.EEXIST, "no free temporary name", path)
+
+
+def _owned_folder(path: str) -> bool:
+    try:
+        with open(os.path.join(path, OWNER_RECORD), encoding="utf-8") as fh:
+            return fh.read(4096) == os.path.basename(path)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def fsync_file(path: str) -> None:
@@ -137,11 +226,14 @@ def fsync_folder(folder: str) -> None:
 def commit(tmp: str, path: str) -> None:
     """Flush the finished temporary file ``tmp`` to disk, rename it onto ``path``, then flush the folder.
 
-    ``tmp`` must be in the folder of ``path`` (as :func:`temp_path_for` makes it). A temporary *folder* is
-    renamed as it is (its files are the writer's to flush).
+    ``tmp`` must be in the folder of ``path`` (as :func:`temp_path_for` makes it). A temporary *folder* loses its
+    owner record and is renamed as it is (its files are the writer's to flush).
     """
     if not os.path.isdir(tmp):
         fsync_file(tmp)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(tmp, OWNER_RECORD))
     os.replace(tmp, path)
     fsync_folder(os.path.dirname(os.path.abspath(path)))
 
@@ -152,6 +244,43 @@ def _discard(tmp: str) -> None:
             shutil.rmtree(tmp)
         else:
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str):
+    """Yield a temporary folder next to ``path``; when the block ends without an error it becomes ``path``.
+
+    The files written into it are flushed to disk, then the folder is renamed onto ``path`` in one step; a folder
+    already at ``path`` is first moved aside (under a marked temporary name) and deleted after the rename, so a
+    reader sees the old folder or the new one, never a mix. On any exception the temporary folder is removed and
+    ``path`` is left as it was. ``path`` must not be a symbolic link or a file (``FileExistsError``).
+    """
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        raise FileExistsError(errno.EEXIST, "not a folder this writer may replace", path)
+    tmp = make_temp_dir(path)
+    old = None
+    try:
+        yield tmp
+        for root, _, files in os.walk(tmp):
+            for name in files:
+                if name != OWNER_RECORD:
+                    fsync_file(os.path.join(root, name))
+        if os.path.isdir(path):
+            old = move_aside(path)
+        try:
+            commit(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.remove(os.path.join(old, OWNER_RECORD))
+                os.replace(old, path)
+                old = None
+            raise
+    except BaseException:
+        _discard(tmp)
+        raise
+    finally:
+        if old is not None:
+            _discard(old)
 
 
 @contextlib.contextmanager
@@ -224,17 +353,25 @@ def atomic_torch_save(obj, path: str) -> None:
         torch.save(obj, tmp)
 
 
-def remove_stale_temps(folder: str, recursive: bool = False, min_age_s: float = 0.0) -> list[str]:
-    """Delete the temporary files and folders that interrupted writers left in ``folder``.
+def remove_stale_temps(folder: str, recursive: bool = False, min_age_s: float = STALE_AGE_S) -> list[str]:
+    """Delete the temporary files and folders that interrupted writers of this package left in ``folder``.
 
-    Only names of this module's pattern (``.<name>.<8 characters>.tmp[<ext>]``) are touched; call it when a run
-    starts, before anything in this run writes to ``folder``.
+    An entry is removed only when all of these hold:
+
+    * its name is one :func:`temp_path_for` / :func:`make_temp_dir` makes, check digest included
+      (:func:`is_our_temp`); anything else, whatever it looks like, is never touched;
+    * it is a regular file, or a folder (not followed through a symbolic link) holding this module's owner
+      record with its own name; and it belongs to this user;
+    * its creator is gone: the process id in the name runs no more on this machine, or (a creator on another
+      machine, or a process id in use again) nothing has modified it for ``min_age_s`` seconds.
+
+    Call it when a run starts, before anything in this run writes to ``folder``; the temporary files of another
+    process writing there right now are spared.
 
     Args:
         folder: the folder to clean; a missing folder is nothing to clean.
-        recursive: also clean every sub-folder (not descending into the temporary folders themselves).
-        min_age_s: only remove entries not modified for this many seconds (spares the temporary files of another
-            process that is writing to the same folder right now).
+        recursive: also clean every sub-folder (not descending into temporary folders or symbolic links).
+        min_age_s: for a creator that may still be running, how long an entry must be untouched.
 
     Returns:
         The paths removed.
@@ -242,21 +379,31 @@ def remove_stale_temps(folder: str, recursive: bool = False, min_age_s: float = 
     removed: list[str] = []
     if not os.path.isdir(folder):
         return removed
-    now = time.time()
+    now, host, uid = time.time(), _host_tag(), getattr(os, "getuid", lambda: None)()
     for root, dirs, files in os.walk(folder):
         for name in [*files, *dirs]:
-            if not TEMP_NAME.match(name):
+            if not is_our_temp(name):
                 continue
             path = os.path.join(root, name)
             try:
-                if min_age_s > 0 and now - os.lstat(path).st_mtime < min_age_s:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if uid is not None and st.st_uid != uid:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if not _owned_folder(path):
                     continue
-            except FileNotFoundError:
+            elif not stat.S_ISREG(st.st_mode):
+                continue
+            m = TEMP_NAME.match(name)
+            gone = m["host"] == host and _process_gone(int(m["pid"]))
+            if not gone and now - st.st_mtime < min_age_s:
                 continue
             _discard(path)
             if not os.path.lexists(path):
                 removed.append(path)
         if not recursive:
             break
-        dirs[:] = [d for d in dirs if not TEMP_NAME.match(d)]
+        dirs[:] = [d for d in dirs if not is_our_temp(d) and not os.path.islink(os.path.join(root, d))]
     return removed
