@@ -43,7 +43,7 @@ def test_folder_of_videos_resumes_and_skips_a_bad_file(archive, tmp_path, capsys
     folder, checkpoint = archive
     out = tmp_path / "out"
     argv = [str(folder), "-o", str(out), "--model", checkpoint, "--device", "cpu", "--quiet"]
-    assert main(argv) == 1  # one input failed
+    assert main(argv) == 3  # one input failed
     captured = capsys.readouterr()
     assert "error: " in captured.err and "broken.mp4" in captured.err
     assert frame_counts(out) == {"clip0.mp4": 3, "clip1.mp4": 4, "clip2.mp4": 5}
@@ -51,12 +51,12 @@ def test_folder_of_videos_resumes_and_skips_a_bad_file(archive, tmp_path, capsys
     status = {os.path.basename(r["input"]): r["status"] for r in summary["files"]}
     assert status == {"broken.mp4": "failed", "clip0.mp4": "done", "clip1.mp4": "done", "clip2.mp4": "done"}
     assert all(r["runtime"] and r["precision"] and r["frames"] for r in summary["files"] if r["status"] == "done")
-    assert "4 inputs: 3 done, 0 skipped (already there), 1 failed" in captured.out
+    assert "4 inputs: 3 done, 0 skipped (finished earlier), 1 failed" in captured.out
     # No temporary file is left behind, and a rerun skips every finished output.
-    assert sorted(os.listdir(out)) == ["clip0.mp4", "clip1.mp4", "clip2.mp4", "summary.json"]
+    assert sorted(os.listdir(out)) == [".sdsd-archive", "clip0.mp4", "clip1.mp4", "clip2.mp4", "summary.json"]
     stamps = {n: os.stat(out / n).st_mtime_ns for n in ("clip0.mp4", "clip1.mp4", "clip2.mp4")}
-    assert main(argv) == 1
-    assert "0 done, 3 skipped (already there), 1 failed" in capsys.readouterr().out
+    assert main(argv) == 3
+    assert "0 done, 3 skipped (finished earlier), 1 failed" in capsys.readouterr().out
     assert {n: os.stat(out / n).st_mtime_ns for n in stamps} == stamps
 
 
@@ -100,12 +100,12 @@ def test_torchrun_two_processes_share_the_archive(archive, tmp_path):
            "-m", "sdsd.enhance", str(folder), "-o", str(out), "--model", checkpoint, "--device", "cpu", "--quiet"]
     first = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode != 0 and "broken.mp4" in first.stderr  # the exit status says something failed
-    assert first.stdout.count("4 inputs: 3 done, 0 skipped (already there), 1 failed") == 1  # rank 0 only
+    assert first.stdout.count("4 inputs: 3 done, 0 skipped (finished earlier), 1 failed") == 1  # rank 0 only
     # Each output was written by exactly one process.
     assert sum(line.startswith("enhanced ") for line in first.stdout.splitlines()) == 3
     assert frame_counts(out) == {"clip0.mp4": 3, "clip1.mp4": 4, "clip2.mp4": 5}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["failed"] == 1
     second = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
-    assert "0 done, 3 skipped (already there), 1 failed" in second.stdout
+    assert "0 done, 3 skipped (finished earlier), 1 failed" in second.stdout
     assert not any(line.startswith("enhanced ") for line in second.stdout.splitlines())

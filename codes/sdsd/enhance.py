@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
+from sdsd.archive import EXIT_FAILED_INPUTS, archive_inputs, archive_outputs, check_paths, format_summary
 from sdsd.archs.fastconv import CONV_BACKENDS
 from sdsd.errors import UserError, cli_main
 from sdsd.exposure import ExposureMatcher
@@ -46,7 +47,7 @@ from sdsd.inference import MIN_SIZE, Engine, TorchBackend
 from sdsd.utils.io import remove_stale_temps
 
 __all__ = ["PRETRAINED", "resolve_model", "load_engine", "peak_memory_mib", "enhance_one", "enhance_file",
-           "archive_inputs", "archive_outputs", "enhance_archive", "main"]
+           "archive_inputs", "archive_outputs", "enhance_archive", "format_summary", "main"]
 
 PRETRAINED = ("indoor", "outdoor", "smid")
 STALE_TEMP_AGE_S = 3600
@@ -238,11 +239,6 @@ def _tee_inputs(frames: Iterable[np.ndarray], keep: deque) -> Iterator[np.ndarra
         yield frame
 
 
-def _check_paths(input_path: str, output_path: str) -> None:
-    if os.path.abspath(input_path) == os.path.abspath(output_path):
-        raise UserError(f"output {output_path} is the input; choose another output path")
-
-
 def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict:
     """Enhance one video or frame folder into ``output_path`` with ``engine`` (settings from parsed ``args``).
 
@@ -253,7 +249,7 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
 
     from sdsd.video import CODECS, VideoWriter, open_source, open_writer, output_color
 
-    _check_paths(input_path, output_path)
+    check_paths(input_path, output_path)
     device = engine.backend.device
     source = open_source(input_path, fps=args.fps)
     info = source.info
@@ -373,7 +369,7 @@ def enhance_file(args) -> dict:
     from sdsd.utils.dist import select_device
     _check_args(args)
     (input_path,) = args.inputs
-    _check_paths(input_path, args.output)
+    check_paths(input_path, args.output)
     set_exposure(args)
     device = select_device(None, want=args.device)
     return enhance_one(args, _engine_for(args, device, _frames_in([input_path], args)), input_path, args.output)
@@ -382,117 +378,78 @@ def enhance_file(args) -> dict:
 # -- whole archives -------------------------------------------------------------------------------------------------
 
 
-def archive_inputs(inputs: list[str]) -> list[str] | None:
-    """The files of an archive job, or ``None`` for a single input.
-
-    An archive is several inputs, one folder holding videos (its video files, sorted; a folder of frames is a
-    single input), or one ``.txt`` file listing paths (one per line; blank lines and ``#`` comments skipped;
-    relative paths are relative to the list file).
-
-    Raises:
-        UserError: an empty list, or a listed path that does not exist.
-    """
-    from sdsd.video import FRAME_EXTS, is_video_path
-
-    if len(inputs) == 1:
-        path = inputs[0]
-        if os.path.isfile(path) and path.lower().endswith(".txt"):
-            base = os.path.dirname(os.path.abspath(path))
-            with open(path, encoding="utf-8") as f:
-                lines = [ln.strip() for ln in f if ln.strip() and not ln.strip().startswith("#")]
-            files = [ln if os.path.isabs(ln) else os.path.join(base, ln) for ln in lines]
-            if not files:
-                raise UserError(f"{path}: the list names no input; write one video path per line")
-        elif os.path.isdir(path):
-            names = sorted(os.listdir(path))
-            if any(n.lower().endswith(FRAME_EXTS) for n in names):
-                return None  # a folder of frames
-            files = [os.path.join(path, n) for n in names if is_video_path(n) and not n.startswith(".")]
-            if not files:
-                return None  # let the reader say what is wrong with the folder
-        else:
-            return None
-    else:
-        files = list(inputs)
-    missing = [f for f in files if not os.path.exists(f)]
-    if missing:
-        raise UserError(f"input {missing[0]} does not exist ({len(missing)} missing); fix the path or the list")
-    return files
-
-
-def archive_outputs(files: list[str], folder: str) -> list[str]:
-    """One output video per input in ``folder``: ``<name>.mp4`` (the input's extension when it is a video one).
-
-    Raises:
-        UserError: ``folder`` is a video path or a file, or two inputs would write the same output.
-    """
-    from sdsd.video import is_video_path
-
-    if is_video_path(folder) or os.path.isfile(folder):
-        raise UserError(f"-o {folder}: several inputs need an output folder (one video per input), not a file")
-    outputs = []
-    for path in files:
-        stem, ext = os.path.splitext(os.path.basename(os.path.normpath(path)))
-        outputs.append(os.path.join(folder, stem + (ext if is_video_path(path) else ".mp4")))
-    seen: dict[str, str] = {}
-    for path, out in zip(files, outputs):
-        if out in seen:
-            raise UserError(f"inputs {seen[out]} and {path} would both write {out}; rename one of them")
-        seen[out] = path
-    return outputs
-
-
 def enhance_archive(args, files: list[str]) -> dict:
     """Enhance many inputs into the folder ``args.output``, shared out across the processes of a torchrun job.
 
-    Process ``r`` of ``w`` takes inputs ``r, r + w, ...``. An output that already exists is finished (outputs are
-    only ever renamed into place complete) and is skipped, so a rerun resumes. A file that fails is reported on
-    one line and skipped; the others go on. Rank 0 prints one summary and writes it to ``summary.json`` in the
-    output folder.
+    Processes take the next input from a shared counter and never wait for one another (:mod:`sdsd.archive`). An
+    output finished earlier by this same job (same input, checkpoint and pixel-changing settings, per its
+    completion record) is skipped, so a rerun resumes; one made under other settings is redone; a file at an
+    output's name that this program did not write is refused. A file that fails is reported on one line and the
+    others go on. The process that finishes last prints one summary and writes it to ``summary.json``.
 
     Returns:
         ``{"files": [{"input", "output", "status" (done|skipped|failed), "frames", "seconds", "runtime",
-        "precision", "error"}...], "failed": n}`` (the same on every rank).
+        "precision", "error", "rank"}...], "failed": n, "world_size": w}``; on a process that did not finish last,
+        ``"files"`` holds only its own inputs and ``"last"`` is false.
     """
-    from sdsd.utils import dist as dist_utils
+    from sdsd import archive
+    from sdsd.utils.dist import select_device
     from sdsd.utils.io import atomic_write_json
 
     _check_args(args)
+    outputs = archive.archive_outputs(files, args.output)
+    archive.check_archive_paths(args.inputs, files, outputs, args.output)
     set_exposure(args)
-    outputs = archive_outputs(files, args.output)
     os.makedirs(args.output, exist_ok=True)
-    info = dist_utils.init_distributed(None, want=args.device)
-    try:
-        engine = None
-        mine = []
-        todo = [files[k] for k in range(info.rank, len(files), info.world_size) if not os.path.exists(outputs[k])]
-        hint = _frames_in(todo, args) if todo else None
-        for k in range(info.rank, len(files), info.world_size):
-            row = {"input": files[k], "output": outputs[k], "status": "skipped", "frames": None, "seconds": None,
-                   "runtime": None, "precision": None, "error": None}
-            if not os.path.exists(outputs[k]):
-                try:
-                    engine = engine or _engine_for(args, info.device, hint)
-                    done = enhance_one(args, engine, files[k], outputs[k])
-                    row.update(status="done", frames=done["frames"], seconds=round(done["seconds"], 3),
-                               runtime=done["runtime"], precision=done["precision"])
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one bad file must not stop the archive
-                    message = " ".join(str(exc).split()) or type(exc).__name__
-                    print(f"error: {files[k]}: {message[:300]} (skipped)", file=sys.stderr)
-                    row.update(status="failed", error=message[:300])
-            mine.append((k, row))
-        rows = [row for _, row in sorted(r for part in dist_utils.all_gather_object(mine) for r in part)]
-        failed = sum(r["status"] == "failed" for r in rows)
-        summary = {"files": rows, "failed": failed, "world_size": info.world_size}
-        if info.is_main:
-            atomic_write_json(summary, os.path.join(args.output, "summary.json"))
-            print(format_summary(rows))
-        dist_utils.barrier()
-        return summary
-    finally:
-        dist_utils.cleanup()
+    queue = archive.WorkQueue(len(files))
+    from sdsd.utils.io import remove_stale_temps
+
+    for folder in (args.output, os.path.join(args.output, archive.RECORD_FOLDER)):
+        for stale in remove_stale_temps(folder):
+            print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
+    device = select_device(None, int(os.environ.get("LOCAL_RANK", "0")), want=args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    key = archive.job_key(args, resolve_model(args.model))
+    todo = [f for f, o in zip(files, outputs) if not os.path.exists(o)]
+    hint = _frames_in(todo, args)
+    hint = -(-hint // queue.world) if hint else None  # this process's share, roughly
+    engine = None
+    mine = []
+    while (k := queue.next()) is not None:
+        row = {"input": files[k], "output": outputs[k], "status": "skipped", "frames": None, "seconds": None,
+               "runtime": None, "precision": None, "error": None, "rank": queue.rank}
+        try:
+            identity = archive.input_identity(files[k])
+            action, why = archive.recognise(outputs[k], identity, key)
+            if action == "refuse":
+                raise UserError(why)
+            if action == "make":
+                if why:
+                    print(why, file=sys.stderr)
+                archive.write_record(outputs[k], "pending", identity, key)
+                engine = engine or _engine_for(args, device, hint)
+                done = enhance_one(args, engine, files[k], outputs[k])
+                archive.write_record(outputs[k], "done", identity, key, frames=done["frames"])
+                row.update(status="done", frames=done["frames"], seconds=round(done["seconds"], 3),
+                           runtime=done["runtime"], precision=done["precision"])
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the archive
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"error: {files[k]}: {message[:300]} (skipped)", file=sys.stderr)
+            row.update(status="failed", error=message[:300])
+        queue.post(k, row)
+        mine.append(row)
+    rows = queue.finish()
+    if rows is None:  # another process finishes last and writes the summary
+        return {"files": mine, "failed": sum(r["status"] == "failed" for r in mine), "world_size": queue.world,
+                "last": False}
+    summary = {"files": rows, "failed": sum(r["status"] == "failed" for r in rows), "world_size": queue.world,
+               "last": True}
+    atomic_write_json(summary, os.path.join(args.output, archive.SUMMARY))
+    print(archive.format_summary(rows))
+    return summary
 
 
 def _frames_in(files: list[str], args) -> int | None:
@@ -508,28 +465,14 @@ def _frames_in(files: list[str], args) -> int | None:
     return total or None
 
 
-def format_summary(rows: list[dict]) -> str:
-    """The archive summary: one line per file (status, frames, seconds, runtime) and the totals."""
-    width = max([len("input")] + [len(os.path.basename(r["input"])) for r in rows])
-    lines = [f"{'input':<{width}}  {'status':<7}  {'frames':>6}  {'seconds':>8}  runtime"]
-    for r in rows:
-        frames = "" if r["frames"] is None else str(r["frames"])
-        seconds = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
-        runtime = f"{r['runtime']} {r['precision']}" if r["runtime"] else (r["error"] or "")
-        lines.append(f"{os.path.basename(r['input']):<{width}}  {r['status']:<7}  {frames:>6}  {seconds:>8}  "
-                     f"{runtime}")
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
-    lines.append(f"{len(rows)} inputs: {counts['done']} done, {counts['skipped']} skipped (already there), "
-                 f"{counts['failed']} failed")
-    return "\n".join(lines)
-
-
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``sdsd-enhance`` / ``python -m sdsd.enhance``.
 
     Returns:
-        0, or for an archive the number of inputs that failed (at most 100).
+        The exit status (:data:`sdsd.archive.EXIT_CODES`): 0 done; 3 some inputs of an archive failed (0 for a
+        ``torchrun`` worker, whose failures are recorded in ``summary.json``); usage errors exit 2 through
+        ``cli_main``.
     """
     from sdsd.utils.signals import sigterm_as_interrupt
 
@@ -547,7 +490,10 @@ def _run(args) -> int:
             raise UserError("give one input, or several inputs with -o an output folder")
         enhance_file(args)
         return 0
-    return min(enhance_archive(args, files)["failed"], 100)
+    failed = enhance_archive(args, files)["failed"]
+    if failed and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return EXIT_FAILED_INPUTS
+    return 0
 
 
 if __name__ == "__main__":

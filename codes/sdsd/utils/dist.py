@@ -65,10 +65,32 @@ def _warn_once(message: str) -> None:
         print(f"warning: {message}", flush=True)
 
 
-def init_distributed(gpu_ids=None, want: str | None = None, timeout_s: int = 1800) -> DistInfo:
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+def collective_timeout_s() -> float:
+    """How long one collective or store request may take, in seconds: ``$SDSD_DIST_TIMEOUT_S``, default 1800.
+
+    Raises:
+        UserError: the variable is set to something other than a positive number.
+    """
+    from sdsd.errors import UserError
+
+    raw = os.environ.get("SDSD_DIST_TIMEOUT_S")
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise UserError(f"SDSD_DIST_TIMEOUT_S={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise UserError(f"SDSD_DIST_TIMEOUT_S={raw!r} must be a positive number of seconds")
+    return value
+
+
+def init_distributed(gpu_ids=None, want: str | None = None, timeout_s: float | None = None) -> DistInfo:
     """Initialise ``torch.distributed`` when launched by torchrun (WORLD_SIZE > 1), else return world size 1.
 
-    NCCL on CUDA, gloo on CPU. Safe to call twice.
+    NCCL on CUDA, gloo on CPU. Safe to call twice. ``timeout_s`` (default :func:`collective_timeout_s`) bounds each
+    collective.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -78,7 +100,8 @@ def init_distributed(gpu_ids=None, want: str | None = None, timeout_s: int = 180
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+        limit = timeout_s if timeout_s is not None else collective_timeout_s()
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=limit))
     elif device.type == "cuda":
         torch.cuda.set_device(device)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device,
