@@ -169,11 +169,119 @@ def write_sidecar(stats: dict, weights_path: str) -> str:
     return path
 
 
+#: Sidecars are a few KB; a larger file is refused unread.
+MAX_SIDECAR_BYTES = 1 << 20
+
+
+class _NotSidecar(ValueError):
+    """What makes a file not a usable sidecar (the message names the field)."""
+
+
+def _finite(value, where: str, low: float | None = None, high: float | None = None) -> float:
+    """``value`` when it is a number whose float is finite and within ``[low, high]``; :class:`_NotSidecar`
+    otherwise (an integer too large for a float included)."""
+    number = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            pass
+    if not math.isfinite(number) or (low is not None and number < low) or (high is not None and number > high):
+        span = f" in [{low:g}, {high:g}]" if high is not None else f" >= {low:g}" if low is not None else ""
+        raise _NotSidecar(f"{where} is not a finite number{span}")
+    return value
+
+
+def _count(value, where: str, low: int = 0, high: int | None = None) -> int:
+    """``value`` when it is an integer (not a boolean) within ``[low, high]``; :class:`_NotSidecar` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        raise _NotSidecar(f"{where} is not an integer >= {low}" + (f" and <= {high}" if high is not None else ""))
+    return value
+
+
+def _triple(value, where: str, high: float | None = None) -> None:
+    """A list of 3 finite numbers (R, G, B), each >= 0 (and <= ``high``)."""
+    if not isinstance(value, list) or len(value) != 3:
+        raise _NotSidecar(f"{where} is not a list of 3 numbers (R, G, B)")
+    for i, v in enumerate(value):
+        _finite(v, f"{where}[{i}]", 0.0, high)
+
+
+def _table(value, where: str) -> None:
+    """A percentile table ``{"99": [r, g, b], ...}`` of linear values in [0, 1] holding at least the 99th."""
+    if not isinstance(value, dict) or "99" not in value:
+        raise _NotSidecar(f"{where} is not a table of percentiles holding \"99\"")
+    for key, entry in value.items():
+        _triple(entry, f"{where}[{key[:20]!r}]", 1.0)
+
+
+def _summary(block, where: str, inputs: bool) -> None:
+    """Check the fields of a :func:`summarize` block that are present; the inputs' brightness fields are required."""
+    if not isinstance(block, dict):
+        raise _NotSidecar(f"{where} is not an object")
+    if inputs and "mean_linear" not in block:
+        raise _NotSidecar(f"{where} has no mean_linear")
+    if "mean_linear" in block:
+        _finite(block["mean_linear"], f"{where}.mean_linear", 0.0, 1.0)
+    if inputs and "smoothed_percentiles_linear" not in block and "percentiles_linear" not in block:
+        raise _NotSidecar(f"{where} has no percentiles_linear")
+    for key in ("percentiles_linear", "smoothed_percentiles_linear"):
+        if key in block:
+            _table(block[key], f"{where}.{key}")
+    for key in ("channel_mean_linear", "channel_noise_sigma"):
+        if key in block:
+            _triple(block[key], f"{where}.{key}", 1.0 if key == "channel_mean_linear" else None)
+    if "noise_sigma" in block:
+        _finite(block["noise_sigma"], f"{where}.noise_sigma", 0.0)
+    if "smoothing" in block:
+        _count(block["smoothing"], f"{where}.smoothing", 1)
+
+
+def _refuse_constant(name: str):
+    raise _NotSidecar(f"it holds {name}, which is not a number")
+
+
+def check_sidecar(data) -> None:
+    """Check the shape of a sidecar's parsed JSON: every field the code reads, at every level it reads it.
+
+    A sidecar is an object with ``"format": "sdsd-training-inputs"``; ``input`` an object with ``mean_linear`` (a
+    finite number in [0, 1]) and ``percentiles_linear`` or ``smoothed_percentiles_linear`` (objects mapping
+    percentiles to 3 numbers in [0, 1], holding ``"99"``, whose mean, the white level, must be above 0); the optional
+    fields, where present: ``version``, ``windows``, ``frames`` (integers >= 0), ``seed`` (an integer in
+    [0, 2**64), what the random generators accept), ``gt`` (an object checked as ``input``, its fields optional),
+    ``noise_sigma`` (a finite number >= 0), ``channel_mean_linear`` and ``channel_noise_sigma`` (3 numbers),
+    ``smoothing`` (an integer >= 1).
+
+    Raises:
+        ValueError: what is wrong, naming the field (no value is quoted at length).
+    """
+    if not isinstance(data, dict):
+        raise _NotSidecar(f"it is a JSON {type(data).__name__}, not an object")
+    fmt = data.get("format")
+    if fmt != SIDECAR_FORMAT:
+        shown = "missing" if fmt is None else repr(fmt[:40]) if isinstance(fmt, str) else f"a {type(fmt).__name__}"
+        raise _NotSidecar(f"format is {shown}, not {SIDECAR_FORMAT!r}")
+    for key in ("version", "windows", "frames"):
+        if key in data:
+            _count(data[key], key)
+    if "seed" in data:
+        _count(data["seed"], "seed", 0, 2**64 - 1)
+    _summary(data.get("input"), "input", inputs=True)
+    if "gt" in data:
+        _summary(data["gt"], "gt", inputs=False)
+    if not target_of(data) > 0:
+        raise _NotSidecar("the input white level (the 99th percentile) is 0")
+
+
 def read_sidecar(weights_path: str) -> dict | None:
     """The statistics saved beside ``weights_path``, or ``None`` when it has no sidecar (published checkpoints).
 
+    The file is checked by :func:`check_sidecar` before it is returned, so callers may index the fields it checks.
+
     Raises:
-        UserError: a sidecar exists but is not one (unreadable, or no input brightness).
+        UserError: a sidecar exists but is not a usable one: larger than :data:`MAX_SIDECAR_BYTES`, unreadable, not
+            JSON, nested too deeply to parse, holding ``NaN`` or ``Infinity``, or failing :func:`check_sidecar`;
+            one line naming the file and the field, and saying to delete or rewrite it.
     """
     import json
 
@@ -181,16 +289,31 @@ def read_sidecar(weights_path: str) -> dict | None:
     if not os.path.isfile(path):
         return None
     try:
+        size = os.path.getsize(path)
+        if size > MAX_SIDECAR_BYTES:
+            raise _NotSidecar(f"it is {size} bytes; a sidecar is a few KB")
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        mean = target_of(data)
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        raise UserError(f"{path} is not a training-statistics sidecar (no input.percentiles_linear); delete it or "
-                        "pass --exposure VALUE") from None
-    if data.get("format") != SIDECAR_FORMAT or not 0 < mean <= 1:
-        raise UserError(f"{path} is not a valid training-statistics sidecar (format {data.get('format')!r}, "
-                        f"input brightness {mean}); delete it or pass --exposure VALUE")
-    return data
+            text = f.read(MAX_SIDECAR_BYTES + 1)
+        if len(text) > MAX_SIDECAR_BYTES:
+            raise _NotSidecar(f"it is more than {MAX_SIDECAR_BYTES} bytes; a sidecar is a few KB")
+        try:
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except RecursionError:
+            raise _NotSidecar("it is nested too deeply to read") from None
+        check_sidecar(data)
+    except _NotSidecar as exc:
+        reason = str(exc)
+    except UnicodeDecodeError:
+        reason = "it is not UTF-8 text"
+    except ValueError as exc:  # json.JSONDecodeError, or an integer too long for Python to read
+        message = " ".join(str(exc).split())
+        reason = f"not JSON: {message if len(message) <= 80 else message[:77] + '...'}"
+    except OSError as exc:
+        reason = f"cannot be read: {exc.strerror or type(exc).__name__}"
+    else:
+        return data
+    raise UserError(f"{path} is not a valid training-statistics sidecar ({reason}); delete it, or rewrite it with "
+                    f"python -m sdsd.tools.sidecar -opt TRAIN.yml {weights_path}")
 
 
 # -- matching a video to the training brightness ---------------------------------------------------------------------

@@ -5,7 +5,9 @@ Usage::
     opt = sdsd.options.load("options/train/train_in_sdsd.yml", ["train.niter=10", "datasets.train.batch_size=4"],
                             is_train=True)
 
-Loading uses ``yaml.safe_load``. Every key must be in :mod:`sdsd.options.schema` (or its table of legacy keys);
+Loading uses a ``yaml.SafeLoader`` with limits (:func:`safe_load`): a file over 1 MiB, a document that nests deeper
+than 32 levels or that its aliases expand past 20,000 values, and a key given twice in one mapping are refused, as
+one line naming the file (and the lines). Every key must be in :mod:`sdsd.options.schema` (or its table of legacy keys);
 an unknown key is a :class:`~sdsd.errors.UserError` naming the file, the key and the closest valid key. Every
 value is checked by its schema entry, and the rules that relate keys (:mod:`sdsd.options.rules`) run before the
 options are returned, so a bad value fails before any work, as one line naming the file, the key, the value and
@@ -26,7 +28,7 @@ import re
 import yaml
 
 from sdsd.errors import UserError
-from sdsd.options.checks import REQUIRED, Invalid, Option, show
+from sdsd.options.checks import REQUIRED, Invalid, Option, clip, show, show_key
 from sdsd.options.presets import apply_preset
 from sdsd.options.rules import check_options, check_training
 from sdsd.options.schema import (
@@ -39,7 +41,136 @@ from sdsd.options.schema import (
 )
 
 __all__ = ["load", "parse_set", "validate", "apply_overrides", "check_training", "published_network",
-           "read_yaml", "markdown_reference", "update_readme"]
+           "read_yaml", "safe_load", "markdown_reference", "update_readme"]
+
+#: The largest option file read. The published files are about 3 KB; a file this large is not an option file.
+MAX_FILE_BYTES = 1 << 20
+#: The most values (scalars, lists and mappings, keys included) a document may have once every alias (``*name``) is
+#: expanded: the published files have at most 160, so a long scene list fits a hundred times over, while a few
+#: nested anchors that repeat each other ("billion laughs") would make millions that every message and copy walks.
+MAX_NODES = 20_000
+#: The deepest nesting of values (a top-level key's value is level 2), counting what aliases repeat: the published
+#: files reach level 5.
+MAX_DEPTH = 32
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Refused(yaml.YAMLError):
+    """A document the option loader refuses (too deep, too large once expanded, a key given twice): the message is
+    the user's line, without the file name."""
+
+
+class _OptionLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with the limits of :func:`safe_load`, checked while the document is composed (before a
+    Python object is built)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._path: list[str] = []  # where the node being composed is: its mapping keys and list positions
+
+    def compose_node(self, parent, index):
+        # PyYAML composes recursively: without this, deep nesting would end in a RecursionError traceback.
+        if len(self._path) >= MAX_DEPTH:
+            line = self.peek_event().start_mark.line + 1
+            raise _Refused(f"line {line}: lists and mappings nested deeper than {MAX_DEPTH} levels; an option file "
+                           "nests a few")
+        # PyYAML passes a mapping value's key node as ``index``, a list item's position, and None for a key.
+        self._path.append(index.value if isinstance(index, yaml.ScalarNode) else f"[{index}]"
+                          if isinstance(index, int) else "?")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._path.pop()
+
+    def _where(self, key) -> str:
+        """The dotted path of ``key`` in the mapping being composed (``train.lr_G``, ``gpu_ids[0]``)."""
+        path = "".join(part if part.startswith("[") else "." + part for part in self._path[1:] + [str(key)])
+        return show_key(path.lstrip("."))
+
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
+        lines = {}  # key -> the line it was first given on
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+                continue  # merge keys (<<) may repeat and be overridden; non-scalar keys fail at construction
+            line = key_node.start_mark.line + 1
+            try:
+                key = self.construct_object(key_node)
+                given = key in lines
+            except (yaml.YAMLError, TypeError, ValueError):
+                continue  # an unhashable or unreadable key: reported when the mapping is constructed
+            if given:
+                raise _Refused(f"key {self._where(key)} is given twice (lines {lines[key]} and {line}); keep one")
+            lines[key] = line
+        return node
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python refuses to read integers of more than 4300 digits
+            raise _Refused(f"line {node.start_mark.line + 1}: the integer {clip(node.value)} has "
+                           f"{len(node.value)} characters; write a number that fits") from None
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, 1, {})
+        return self.construct_document(node)
+
+
+_OptionLoader.add_constructor("tag:yaml.org,2002:int", _OptionLoader.construct_yaml_int)
+
+
+def _check_expansion(node, depth: int, seen: dict) -> tuple[int, int]:
+    """``(values, levels)`` of ``node`` with every alias expanded; :class:`_Refused` past the limits.
+
+    Each node is walked once (``seen`` keeps its counts by identity), so a bomb is measured without expanding it;
+    an alias that repeats its own ancestor is an endless nesting and fails the depth limit.
+    """
+    if id(node) in seen:
+        size, height = seen[id(node)]
+    else:
+        if depth > MAX_DEPTH:
+            raise _Refused(f"line {node.start_mark.line + 1}: lists and mappings nested deeper than {MAX_DEPTH} "
+                           "levels once the aliases (*name) are expanded; an option file nests a few")
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = []
+        size, height = 1, 0
+        for child in children:
+            child_size, child_height = _check_expansion(child, depth + 1, seen)
+            size, height = size + child_size, max(height, child_height)
+            if size > MAX_NODES:
+                break
+        height += 1
+        seen[id(node)] = size, height
+    if size > MAX_NODES:
+        raise _Refused(f"the document has more than {MAX_NODES} values once its aliases (*name) are expanded; an "
+                       "option file has a few hundred: write the values out instead of repeating anchors")
+    if depth - 1 + height > MAX_DEPTH:
+        raise _Refused(f"line {node.start_mark.line + 1}: lists and mappings nested deeper than {MAX_DEPTH} levels "
+                       "once the aliases (*name) are expanded; an option file nests a few")
+    return size, height
+
+
+def safe_load(text: str):
+    """``yaml.safe_load`` of ``text`` with the option loader's limits.
+
+    Refused, as :class:`yaml.YAMLError` (a subclass whose message is one line for the user): lists and mappings
+    nested more than :data:`MAX_DEPTH` levels, more than :data:`MAX_NODES` values once every alias is expanded (a
+    "billion laughs" document is measured without being expanded), a key given twice in one mapping (naming both
+    lines; merge keys ``<<`` are not counted), and integers of more than 4300 digits.
+    """
+    loader = _OptionLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def published_network() -> dict:
@@ -53,29 +184,33 @@ def published_network() -> dict:
 
 
 def _closest(key: str, valid) -> str:
-    close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(str(key)[:200], list(valid), n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
 
 
 def parse_set(items: list[str] | None) -> list[tuple[list[str], object]]:
-    """Parse ``a.b.c=value`` strings; values are YAML scalars (``1e-4``, ``true``, ``[1, 2]``, ``null``).
+    """Parse ``a.b.c=value`` strings; values are YAML scalars (``1e-4``, ``true``, ``[1, 2]``, ``null``), read by
+    :func:`safe_load` (so with its limits).
 
     Raises:
-        UserError: an item has no ``=`` or an empty key.
+        UserError: an item has no ``=`` or an empty key, or its value is not YAML or is refused by the limits;
+            the item is shown cut to 80 characters.
     """
     parsed = []
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: expected key.path=value, e.g. --set train.niter=1000")
+            raise UserError(f"--set {show(item)}: expected key.path=value, e.g. --set train.niter=1000")
         try:
             # Zero-padded digits (scene ids such as 0013) stay strings; YAML 1.1 would read them as octal numbers.
             if re.fullmatch(r"0\d+(,\s*\w+)*", raw.strip()):
                 value = raw.strip()
             else:
-                value = yaml.safe_load(raw) if raw.strip() else None
+                value = safe_load(raw) if raw.strip() else None
+        except _Refused as exc:
+            raise UserError(f"--set {show(item)}: {exc}") from None
         except yaml.YAMLError as exc:
-            raise UserError(f"--set {item!r}: the value is not valid YAML ({exc.problem})") from None
+            raise UserError(f"--set {show(item)}: the value is not valid YAML ({clip(_problem(exc))})") from None
         parsed.append(([k for k in key.strip().split(".")], value))
     return parsed
 
@@ -88,7 +223,7 @@ def apply_overrides(opt: dict, overrides: list[str] | None) -> dict:
             if node.get(k) is None:
                 node[k] = {}
             if not isinstance(node[k], dict):
-                raise UserError(f"--set {'.'.join(keys)}: {k!r} is not a section")
+                raise UserError(f"--set {show_key('.'.join(keys))}: {show(k)} is not a section")
             node = node[k]
         node[keys[-1]] = value
     return opt
@@ -102,8 +237,9 @@ def _value(option: Option, value, where: str, source: str):
         return value
     try:
         return option.check(value)
-    except Invalid:
-        raise UserError(f"{source}: {where} is {show(value)}; allowed: {option.check.allowed}") from None
+    except (Invalid, OverflowError) as exc:  # OverflowError: a check's float() of an integer beyond the float range
+        why = f"; {exc}" if isinstance(exc, Invalid) and str(exc) else ""
+        raise UserError(f"{source}: {where} is {show(value)}{why}; allowed: {option.check.allowed}") from None
 
 
 def _check_block(block, keys: dict, legacy: dict, where: str, source: str, fill: bool) -> dict:
@@ -114,7 +250,7 @@ def _check_block(block, keys: dict, legacy: dict, where: str, source: str, fill:
         raise UserError(f"{source}: {where} must be a mapping, got {type(block).__name__}")
     for key in block:
         if key not in keys and key not in legacy:
-            raise UserError(f"{source}: unknown option {where}.{key}{_closest(key, keys)}")
+            raise UserError(f"{source}: unknown option {where}.{show_key(key)}{_closest(key, keys)}")
     out = {}
     for key, option in keys.items():
         if key in block:
@@ -168,7 +304,7 @@ def validate(opt: dict, source: str = "<options>", is_train: bool = False, world
     legacy_top = LEGACY[""]
     for key in opt:
         if key not in TOP_KEYS and key not in legacy_top:
-            raise UserError(f"{source}: unknown option {key}{_closest(key, TOP_KEYS)}")
+            raise UserError(f"{source}: unknown option {show_key(key)}{_closest(key, TOP_KEYS)}")
     top = {}
     for key, option in TOP_KEYS.items():
         if key == "datasets" or key in SECTIONS:
@@ -187,6 +323,9 @@ def validate(opt: dict, source: str = "<options>", is_train: bool = False, world
         raise UserError(f"{source}: datasets must be a mapping of phase names (train, val, test) to dataset blocks")
     top["datasets"] = {}
     for phase, block in datasets.items():
+        if show_key(phase) != str(phase):
+            raise UserError(f"{source}: datasets.{show_key(phase)} is not a phase name (at most 80 printable "
+                            "characters); name the block train, val or test (or e.g. val_2)")
         checked = _check_block(block, DATASET_KEYS, LEGACY["datasets"], f"datasets.{phase}", source, fill=True)
         checked["phase"] = str(phase).split("_")[0]
         top["datasets"][phase] = checked
@@ -215,21 +354,39 @@ def validate(opt: dict, source: str = "<options>", is_train: bool = False, world
     return top
 
 
+def _problem(exc: yaml.YAMLError) -> str:
+    """What PyYAML says is wrong, on one line (its messages can quote the document: a tag, a key)."""
+    return " ".join(str(getattr(exc, "problem", None) or exc).split())
+
+
 def read_yaml(path: str) -> dict:
-    """Read a YAML file with ``yaml.safe_load``; errors name the file (and the line for syntax errors)."""
+    """Read a YAML file with :func:`safe_load`; errors name the file (and the line for syntax errors).
+
+    A file larger than :data:`MAX_FILE_BYTES` (1 MiB) is refused unread; what PyYAML says is cut to 80 characters.
+    """
     if not os.path.isfile(path):
         raise UserError(f"option file not found: {path}")
     try:
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:
+            raise UserError(f"{path}: the option file is {size} bytes; an option file is at most {MAX_FILE_BYTES} "
+                            "bytes (the published ones are a few KB): is this the right file?")
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            text = f.read(MAX_FILE_BYTES + 1)
+        if len(text.encode("utf-8")) > MAX_FILE_BYTES:
+            raise UserError(f"{path}: the option file is larger than {MAX_FILE_BYTES} bytes; an option file is a "
+                            "few KB: is this the right file?")
+        data = safe_load(text)
+    except _Refused as exc:
+        raise UserError(f"{path}: {exc}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise UserError(f"{path}:{line}: YAML syntax error: {exc.problem}") from None
+        raise UserError(f"{path}:{line}: YAML syntax error: {clip(_problem(exc))}") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: YAML error: {exc}") from None
+        raise UserError(f"{path}: YAML error: {clip(_problem(exc))}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the option file ({exc})") from None
+        raise UserError(f"{path}: cannot read the option file ({clip(exc)})") from None
     if data is None:
         raise UserError(f"{path}: the option file is empty")
     return data

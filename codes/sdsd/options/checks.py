@@ -16,7 +16,8 @@ import dataclasses
 import importlib
 import math
 import os
-from collections.abc import Callable, Sequence
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 
 __all__ = [
     "REQUIRED",
@@ -38,13 +39,20 @@ __all__ = [
     "folder_name",
     "scene_names",
     "mapping",
+    "SHOWN",
+    "clip",
+    "show",
+    "show_key",
 ]
 
 REQUIRED = object()  # the default of a key that has none
 
 
 class Invalid(ValueError):
-    """A value outside what a check allows (the validator adds the file, the key and the allowed values)."""
+    """A value outside what a check allows (the validator adds the file, the key and the allowed values).
+
+    ``Invalid(reason)`` adds why, where the allowed text alone would not say it (``it contains a tab``).
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +136,7 @@ def _bounds(minimum, maximum, above=None, below=None) -> str:
 def _in_bounds(number, minimum, maximum, above=None, below=None) -> bool:
     return ((minimum is None or number >= minimum) and (maximum is None or number <= maximum)
             and (above is None or number > above) and (below is None or number < below)
-            and not (isinstance(number, float) and math.isnan(number)))
+            and not (isinstance(number, float) and not math.isfinite(number)))
 
 
 def _or_null(check: Check, null: bool) -> Check:
@@ -219,7 +227,10 @@ def number(minimum: float | None = None, maximum: float | None = None, above: fl
     allowed = "a number" + (f" {bounds}" if bounds else "")
 
     def check(value):
-        num = float(_as_number(value))
+        try:
+            num = float(_as_number(value))
+        except OverflowError:  # an integer beyond the float range (YAML reads 400 digits as an int)
+            raise Invalid from None
         if not _in_bounds(num, minimum, maximum, above, below):
             raise Invalid
         return num
@@ -276,19 +287,36 @@ def text(what: str = "a string", null: bool = False) -> Check:
     return _or_null(Check(what, _text), null)
 
 
+#: Unicode categories refused in a folder name: control characters (tab, newline, NUL, DEL, ESC, C1 controls) and
+#: the line and paragraph separators, which break a path across lines in logs and shells.
+_CONTROL = {"Cc", "Zl", "Zp"}
+
+
+def _control_character(text: str) -> str | None:
+    """The first control character of ``text`` as a Python escape (``'\\t'``), or ``None``."""
+    for ch in text:
+        if unicodedata.category(ch) in _CONTROL:
+            return ascii(ch)
+    return None
+
+
 def _folder_name(value):
     value = _text(value)
     separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
-    if not value.strip() or value in (".", "..") or any(sep in value for sep in separators) or "\0" in value:
+    if not value.strip() or value in (".", "..") or any(sep in value for sep in separators):
         raise Invalid
+    control = _control_character(value)
+    if control is not None:
+        raise Invalid(f"it contains the control character {control}")
     return value
 
 
 def folder_name() -> Check:
-    """One non-empty folder name: not ``.`` or ``..``, no ``/`` or ``\\``.
+    """One non-empty folder name: not ``.`` or ``..``, no ``/`` or ``\\``, no control character.
 
     The experiment ``name`` becomes ``<root>/experiments/<name>`` (archived on reuse), so ``""`` would make that
-    folder ``experiments/`` itself and archiving it would move every other experiment aside.
+    folder ``experiments/`` itself and archiving it would move every other experiment aside; a tab, a newline or
+    another control character (NUL included) would make a folder that logs, shells and scripts cannot name.
     """
     return Check("one folder name without '/' or '\\', not '.' or '..' (e.g. my_run)", _folder_name)
 
@@ -315,12 +343,59 @@ def _mapping(value):
 mapping = Check("a mapping of keys to values", _mapping)
 
 
-def show(value) -> str:
-    """A value as the user wrote it in YAML terms (``null``, ``true``, ``'Y'``, ``[1, 2]``)."""
+#: The most characters of a user's value (or key) that a message shows; a longer one is cut, ending in ``...``.
+SHOWN = 80
+
+
+def clip(text, limit: int = SHOWN) -> str:
+    """``text`` (made a string) cut to ``limit`` characters, the cut marked with ``...``."""
+    text = str(text)
+    return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."
+
+
+def show_key(key) -> str:
+    """A key for a message: as written when it is a printable string, else its Python form; cut to :data:`SHOWN`."""
+    if isinstance(key, str) and key.isprintable():
+        return clip(key)
+    return clip(ascii(key) if isinstance(key, str) else _show(key, SHOWN + 1))
+
+
+def show(value, limit: int = SHOWN) -> str:
+    """A value as the user wrote it in YAML terms (``null``, ``true``, ``'Y'``, ``[1, 2]``), cut to ``limit``
+    characters.
+
+    Only about ``limit`` characters are ever built, however large (or, from Python, self-containing) the value is.
+    """
+    return clip(_show(value, limit + 1), limit)
+
+
+def _show(value, budget: int) -> str:
+    """:func:`show` without the cut: stops adding items once ``budget`` characters are written, so a result from
+    which something was left out has at least ``budget`` characters (and :func:`show` marks the cut)."""
+    if budget <= 0:
+        return "..."
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return "[" + ", ".join(show(v) for v in value) + "]"
-    return repr(value)
+    if isinstance(value, (str, bytes)):
+        return repr(value[:budget])
+    if isinstance(value, (Sequence, Mapping)):
+        items = value.items() if isinstance(value, Mapping) else value
+        parts, used = [], 1
+        for item in items:
+            if used > budget:
+                break
+            if isinstance(value, Mapping):
+                key = _show(item[0], budget - used)
+                part = f"{key}: {_show(item[1], budget - used - len(key) - 2)}"
+            else:
+                part = _show(item, budget - used)
+            parts.append(part)
+            used += len(part) + 2
+        opening, closing = ("{", "}") if isinstance(value, Mapping) else ("[", "]")
+        return opening + ", ".join(parts) + closing
+    try:
+        return repr(value)
+    except ValueError:  # an integer too long to write out (Python refuses beyond 4300 digits)
+        return "an integer of more than 4300 digits"

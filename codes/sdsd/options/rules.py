@@ -3,7 +3,8 @@
 :func:`check_options` holds for every entry point (the network block must describe a buildable network whose
 window width matches the dataset blocks); :func:`check_training` adds what ``train.py`` needs (run at load when
 ``is_train``, and by :func:`sdsd.training.train` against the world size it actually runs with). Every message is
-one line naming the file, the keys and their values.
+one line naming the file, the keys and their values (each value cut to 80 characters by
+:func:`sdsd.options.checks.show`, so a huge one cannot make a huge line).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def env_world_size() -> int:
     try:
         return max(int(value), 1)
     except ValueError:
-        raise UserError(f"the WORLD_SIZE environment variable is {value!r}; it must be a process count") from None
+        raise UserError(f"the WORLD_SIZE environment variable is {show(value)}; it must be a process count") from None
 
 
 def check_options(opt: dict, source: str = "<options>") -> None:
@@ -47,14 +48,14 @@ def check_options(opt: dict, source: str = "<options>") -> None:
             raise UserError(f"{source}: datasets.{phase} needs `type` (SDSD or SMID) or a published `mode` "
                             "(video_samesize, video_samesize1, video_samesize_smid, video_samesize_smid1)")
         if block["N_frames"] != nframes:
-            raise UserError(f"{source}: datasets.{phase}.N_frames is {block['N_frames']} but network_G.nframes is "
-                            f"{nframes}; the network takes windows of nframes frames, make them equal")
+            raise UserError(f"{source}: datasets.{phase}.N_frames is {show(block['N_frames'])} but network_G.nframes "
+                            f"is {show(nframes)}; the network takes windows of nframes frames, make them equal")
     if net["center"] is not None and net["center"] >= nframes:
-        raise UserError(f"{source}: network_G.center is {net['center']}; allowed: an index below network_G.nframes "
-                        f"({nframes}), or null for the middle frame")
+        raise UserError(f"{source}: network_G.center is {show(net['center'])}; allowed: an index below "
+                        f"network_G.nframes ({show(nframes)}), or null for the middle frame")
     if net["nf"] % net["groups"]:
-        raise UserError(f"{source}: network_G.nf is {net['nf']} but the {net['groups']} network_G.groups must divide "
-                        "it (each deformable group takes nf / groups channels); change nf or groups")
+        raise UserError(f"{source}: network_G.nf is {show(net['nf'])} but the {show(net['groups'])} network_G.groups "
+                        "must divide it (each deformable group takes nf / groups channels); change nf or groups")
 
 
 def check_training(opt: dict, world_size: int | None = None, source: str = "<options>") -> None:
@@ -79,19 +80,21 @@ def check_training(opt: dict, world_size: int | None = None, source: str = "<opt
         raise UserError(f"{source}: the option file has no datasets.train block; train.py needs training data")
 
     if not train.get("noisy_copy", True) and train.get("noise_weight"):
-        raise UserError(f"{source}: train.noisy_copy is false but train.noise_weight is {train['noise_weight']}: the "
-                        "noise term is computed on the noisy copy; set train.noise_weight: 0 or train.noisy_copy: true")
+        raise UserError(f"{source}: train.noisy_copy is false but train.noise_weight is "
+                        f"{show(train['noise_weight'])}: the noise term is computed on the noisy copy; set "
+                        "train.noise_weight: 0 or train.noisy_copy: true")
 
     batch = data["batch_size"]
     if batch % world_size:
-        raise UserError(f"{source}: datasets.train.batch_size {batch} is the global batch and must be divisible by "
-                        f"the {world_size} processes; use a multiple of {world_size}")
+        raise UserError(f"{source}: datasets.train.batch_size {show(batch)} is the global batch and must be divisible "
+                        f"by the {world_size} processes; use a multiple of {world_size}")
     crop, size = data["GT_size"], data.get("train_size")
     if crop % MULTIPLE:
-        raise UserError(f"{source}: datasets.train.GT_size {crop} must be a multiple of {MULTIPLE} (the network "
+        raise UserError(f"{source}: datasets.train.GT_size {show(crop)} must be a multiple of {MULTIPLE} (the network "
                         f"downsamples by {MULTIPLE})")
     if size and crop > min(size):
-        raise UserError(f"{source}: datasets.train.GT_size {crop} is larger than the frames ({size[0]}x{size[1]} "
+        raise UserError(f"{source}: datasets.train.GT_size {show(crop)} is larger than the frames "
+                        f"({show(size[0])}x{show(size[1])} "
                         "from datasets.train.train_size); lower GT_size")
 
     restarts = train.get("restarts") or []
@@ -108,5 +111,5 @@ def check_training(opt: dict, world_size: int | None = None, source: str = "<opt
 
     ft_tsa = train.get("ft_tsa_only") or 0
     if ft_tsa and not opt["network_G"].get("w_TSA", True):
-        raise UserError(f"{source}: train.ft_tsa_only={ft_tsa} needs network_G.w_TSA: true (there is no TSA module "
-                        "to fine-tune); set train.ft_tsa_only: 0 or network_G.w_TSA: true")
+        raise UserError(f"{source}: train.ft_tsa_only={show(ft_tsa)} needs network_G.w_TSA: true (there is no TSA "
+                        "module to fine-tune); set train.ft_tsa_only: 0 or network_G.w_TSA: true")
