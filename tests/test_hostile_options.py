@@ -239,3 +239,12 @@ def test_valid_sidecars_still_load(tmp_path):
         json.dump({"format": "sdsd-training-inputs", "version": 1,
                    "input": {"mean_linear": 0.01, "percentiles_linear": {"99": [0.04, 0.05, 0.06]}}}, f)
     assert resolve_target("auto", weights) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("value", [10**400, "9" * 500, -(10**400)])
+def test_exposure_setting_with_a_huge_number_is_one_short_line(value):
+    from sdsd.exposure import parse_setting
+
+    with pytest.raises(UserError) as caught:
+        parse_setting(value)
+    assert len(str(caught.value)) < 200 and "\n" not in str(caught.value)

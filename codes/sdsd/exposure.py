@@ -463,10 +463,12 @@ def parse_setting(value, where: str = "--exposure") -> str | float:
         return "auto"
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = math.nan
     if isinstance(value, bool) or not 0 < number <= 1:
-        raise UserError(f"{where} {value!r}: use auto, off, or a target white level in (0, 1] (the 99th "
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise UserError(f"{where} {shown}: use auto, off, or a target white level in (0, 1] (the 99th "
                         "percentile of linear brightness over 4x4 averages, e.g. 0.035)")
     return number
 

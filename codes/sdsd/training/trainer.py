@@ -588,6 +588,10 @@ def _run(opt: dict, info: DistInfo, auto_resume: bool, argv, progress, lock, whe
                 if saved is not None and is_legacy(saved):
                     logger.info("the resumed checkpoint's training statistics are version 1; measuring them again")
                     saved = training_statistics(loader.dataset, recorded_seed(saved, seed))
+                elif saved is not None and not ("noise_sigma" in saved["input"] and "windows" in saved):
+                    logger.info("the resumed checkpoint's training statistics lack the noise level or window "
+                                "count; measuring them again")
+                    saved = training_statistics(loader.dataset, recorded_seed(saved, seed))
             state.input_stats = saved or training_statistics(loader.dataset, seed)
             logger.info("training inputs: mean linear brightness %.4g, noise level %.4g (%d windows)",
                         state.input_stats["input"]["mean_linear"], state.input_stats["input"]["noise_sigma"],
