@@ -6,7 +6,8 @@ before the network. Writers take either kind.
 
 Reading (:func:`open_source` / :func:`read_frames`): a video file in any container/codec PyAV decodes, or a
 folder of frames (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif(f)`` read with OpenCV, and uint8 ``.npy``
-arrays in BGR order as in the SDSD data), taken in sorted name order. A video is converted to RGB the way a
+arrays in BGR order as in the SDSD data), taken in sorted name order. Inputs and frames must be regular files
+(or links to them): a FIFO, socket or device is refused, never opened. A video is converted to RGB the way a
 player shows it:
 
 * **colour**: with the matrix (BT.709, BT.601, BT.2020) and range (limited/full) it is tagged with; an
@@ -16,6 +17,9 @@ player shows it:
 * **rotation**: a display rotation (the display-matrix side data phones write, ``rotate`` in older tools)
   is applied to the pixels, so every frame is yielded the way up it is shown, and written without a tag.
   A mirrored display matrix is refused.
+* **damage**: a frame that fails to decode, or a video that ends before its container says (fewer frames than an
+  MP4/MOV's index lists; a Matroska file cut short before its track's end), raises :class:`~sdsd.errors.UserError`
+  naming the frame reached, rather than giving a silently shorter video.
 * **timing**: each frame keeps its own timestamp (:meth:`FrameSource.timed_frames`), so variable-frame-rate
   video is written back with the same timing and its audio stays in sync.
 
@@ -298,6 +302,114 @@ def _source_color(frame, stream, path: str) -> tuple[ColorSpec, int | None, int]
     return ColorSpec(matrix, color_range, primaries, transfer), _SWS_MATRIX[code], range_code
 
 
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words (``a named pipe (FIFO)``, ``a socket``, ...)."""
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def _input_kind(path: str) -> str:
+    """``folder`` or ``file`` for an input that may be read (followed through links).
+
+    Raises:
+        UserError: the path does not exist, cannot be looked at, or is neither a regular file nor a folder (a FIFO,
+            socket or device is never opened: reading one blocks until a writer comes, or never ends).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise UserError(f"input not found: {path} (give a video file or a folder of frames)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path} ({_first_line(exc)}); check the path and its permissions") from None
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{path} is {_kind(mode)}, not a regular file; give a video file or a folder of frames")
+    return "file"
+
+
+def _frame_files(folder: str) -> list[str]:
+    """The frame files of ``folder`` (names ending in one of :data:`FRAME_EXTS`), in sorted name order.
+
+    Raises:
+        UserError: the folder cannot be listed, holds no frame file, or one of them is not a regular file (a FIFO
+            named ``000001.png`` would block the read forever).
+    """
+    try:
+        with os.scandir(folder) as entries:
+            frames = sorted((e for e in entries if os.path.splitext(e.name)[1].lower() in FRAME_EXTS),
+                            key=lambda e: e.name)
+    except OSError as exc:
+        raise UserError(f"cannot list the input folder {folder} ({_first_line(exc)}); check its permissions") from None
+    if not frames:
+        raise UserError(f"input folder {folder} holds no frames ({', '.join(FRAME_EXTS)}); "
+                        "put the frames there or give a video file")
+    for entry in frames:
+        if entry.is_file():  # a regular file, or a link to one
+            continue
+        try:
+            what = _kind(os.stat(entry.path).st_mode)
+        except OSError:
+            what = "a broken link"
+        raise UserError(f"input folder {folder}: {entry.name} is {what}, not a regular file; remove it or put the "
+                        "frame there")
+    return [entry.path for entry in frames]
+
+
+def _ebml_number(data: bytes, pos: int, is_id: bool = False) -> tuple[int | None, int]:
+    """The EBML variable-length number at ``data[pos]`` and the position after it.
+
+    An element ID keeps its length marker (``0x1A45DFA3``); a size loses it, and all ones (an unknown size, as a live
+    recording writes) is -1. ``None`` when the bytes are not one.
+    """
+    if pos >= len(data) or data[pos] == 0:
+        return None, pos
+    length = 9 - data[pos].bit_length()
+    if pos + length > len(data):
+        return None, pos
+    raw = int.from_bytes(data[pos:pos + length], "big")
+    if is_id:
+        return raw, pos + length
+    value = raw & ((1 << (7 * length)) - 1)
+    return (-1 if value == (1 << (7 * length)) - 1 else value), pos + length
+
+
+def _matroska_sizes(path: str) -> tuple[int, int] | None:
+    """``(bytes present, bytes its Segment declares)`` of a Matroska/WebM file, from its first bytes; ``None`` when
+    the Segment's size is unknown (a live recording) or the header is not one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            present = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    ident, pos = _ebml_number(head, 0, is_id=True)
+    size, pos = _ebml_number(head, pos)
+    if ident != 0x1A45DFA3 or size is None or size < 0:
+        return None
+    ident, pos = _ebml_number(head, pos + size, is_id=True)
+    size, pos = _ebml_number(head, pos)
+    if ident != 0x18538067 or size is None or size < 0:
+        return None
+    return present, pos + size
+
+
+def _track_end_s(stream, container) -> float | None:
+    """Where a Matroska video track ends (seconds), as the file says: its ``DURATION`` tag, else the file's
+    duration (which may also cover other tracks); ``None`` when it says neither."""
+    tag = next((v for k, v in stream.metadata.items() if k.upper() == "DURATION"), None)
+    hours_minutes_seconds = re.fullmatch(r"\s*(\d+):(\d+):(\d+(?:\.\d*)?)\s*", tag or "")
+    if hours_minutes_seconds:
+        h, m, sec = hours_minutes_seconds.groups()
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    if container.duration:
+        return (container.duration + (container.start_time or 0)) / av.time_base
+    return None
+
+
 class FrameSource:
     """A stream of RGB frames from a video file or a frame folder; iterate it once.
 
@@ -310,24 +422,23 @@ class FrameSource:
         fps: the frame rate assumed for a frame folder (ignored for videos).
 
     Raises:
-        UserError: the path does not exist, is not a decodable video, has no video stream or no frame, is HDR,
-            or is a folder without frame files (or with a frame file that is not an 8/16-bit image or a uint8
-            ``.npy`` array).
+        UserError: the path does not exist, is neither a regular file nor a folder (a FIFO, socket or device is
+            never opened), is not a decodable video, has no video stream or no frame, is HDR, or is a folder
+            without frame files (or with a frame file that is not a regular file, not an 8/16-bit image or not a
+            uint8 ``.npy`` array). While iterating: the video is damaged, i.e. a frame fails to decode, or the
+            decoder ends before the end its container declares (an MP4/MOV's exact frame count, less the frames
+            an edit list hides; a Matroska file's track duration where its Segment is cut short). Where the
+            container declares no exact end (AVI, MPEG-TS, ...), only a decoding error tells.
     """
 
     def __init__(self, path: str, fps: float | Fraction | None = None):
         self.path = path
-        self.is_folder = os.path.isdir(path)
         self._container = None
         self._first = None
-        if not os.path.exists(path):
-            raise UserError(f"input not found: {path} (give a video file or a folder of frames)")
+        # A FIFO, socket or device is never opened: reading one blocks (a FIFO without a writer) or never ends.
+        self.is_folder = _input_kind(path) == "folder"
         if self.is_folder:
-            names = sorted(n for n in os.listdir(path) if os.path.splitext(n)[1].lower() in FRAME_EXTS)
-            if not names:
-                raise UserError(f"input folder {path} holds no frames ({', '.join(FRAME_EXTS)}); "
-                                "put the frames there or give a video file")
-            self.files = [os.path.join(path, n) for n in names]
+            self.files = _frame_files(path)
             first = _read_image(self.files[0])
             rate = _check_rate(fps, f"--fps for {path}") if fps is not None else DEFAULT_FPS
             depth = 16 if first.dtype == np.float32 else 8
@@ -349,8 +460,19 @@ class FrameSource:
         if not self._container.streams.video:
             raise UserError(f"{path} has no video stream; give a video file or a folder of frames")
         stream = self._container.streams.video[0]
+        # Threaded decoding is faster, but where one frame fails to decode it may end quietly instead of raising;
+        # timed_frames then compares what was decoded with what the container declares (_check_complete).
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate or DEFAULT_FPS
+        formats = set(self._container.format.name.split(","))
+        # MP4/MOV list every sample in their index, so their count is exact; other containers' counts are estimates.
+        self._declared = int(stream.frames) if stream.frames and formats & {"mov", "mp4"} else None
+        self._discarded = 0
+        self._cut = _matroska_sizes(path) if "matroska" in formats else None
+        if self._cut is not None and self._cut[0] >= self._cut[1]:
+            self._cut = None  # the whole Segment is there
+        self._end_s = _track_end_s(stream, self._container) if self._cut is not None else None
+        self._frame_s = 1.0 / float(rate)
         count = stream.frames or None
         if count is None and stream.duration is not None and stream.time_base is not None:
             count = round(float(stream.duration * stream.time_base * rate)) or None
@@ -358,11 +480,12 @@ class FrameSource:
             # Matroska keeps no frame count; the container duration gives an estimate for progress bars.
             count = round(self._container.duration / av.time_base * float(rate)) or None
         # The first frame tells what the container may not: pixel format, colour tags, display rotation.
-        self._decoder = self._container.decode(stream)
+        self._decoder = self._decode(stream)
         try:
             first = next(self._decoder, None)
         except av.FFmpegError as exc:
-            raise UserError(f"cannot decode {path} ({_first_line(exc)}); the file may be damaged") from None
+            raise UserError(f"{path}: cannot decode its first frame ({_first_line(exc)}); the file is damaged or "
+                            "truncated; re-encode or repair it") from None
         if first is None:
             raise UserError(f"{path}: no frames could be decoded; the file may be empty or damaged")
         self._first = first
@@ -377,6 +500,31 @@ class FrameSource:
         time_base = Fraction(stream.time_base) if stream.time_base else None
         self.info = VideoInfo(width, height, Fraction(rate), count, len(self._container.streams.audio),
                               time_base=time_base, bit_depth=depth, color=color, rotation=90 * self._quarters)
+
+    def _decode(self, stream) -> Iterator:
+        """The stream's frames in order (as ``container.decode``), counting the packets the demuxer marks as
+        discarded (outside an MP4 edit list: decoded as references, never shown)."""
+        for packet in self._container.demux(stream):
+            if packet.is_discard:
+                self._discarded += 1
+            yield from packet.decode()
+
+    def _check_complete(self, shown: int, end_s: float | None) -> None:
+        """Raise when the decoder ended before the end the container declares: ``shown`` frames were decoded, the
+        last one ending at ``end_s`` seconds (``None``: no timestamps)."""
+        path = self.path
+        if self._declared is not None and shown < self._declared - self._discarded:
+            raise UserError(f"{path}: the video ends after frame {shown} of the {self._declared - self._discarded} "
+                            "its container declares (damaged or truncated file); re-encode or repair it")
+        if self._cut is not None:
+            # Bytes are missing at the end: harmless where they were only the index, not where frames were lost.
+            present, declared = self._cut
+            if self._end_s is None or end_s is None or end_s < self._end_s - 0.5 * self._frame_s - 0.001:
+                reached = f" at {end_s:.3f} s" if end_s is not None else ""
+                until = f" of the {self._end_s:.3f} s it declares" if self._end_s is not None and reached else ""
+                raise UserError(f"{path}: the file is truncated ({present} of the {declared} bytes its Matroska "
+                                f"header declares) and the video ends after frame {shown}{reached}{until}; "
+                                "re-encode or repair it")
 
     def _to_rgb(self, frame) -> np.ndarray:
         kwargs = {"src_color_range": self._sws_range, "dst_color_range": 2, "interpolation": _READ_FLAGS}
@@ -399,13 +547,22 @@ class FrameSource:
             for file in self.files:
                 yield _read_image(file), None, None
             return
+        shown, end_s = 0, None
         try:
             frame, self._first = self._first, None
             while frame is not None:
                 yield self._to_rgb(frame), frame.pts, (frame.duration or None)
+                shown += 1
+                if frame.pts is not None and frame.time_base:
+                    ends = float(frame.pts * frame.time_base) + (
+                        float(frame.duration * frame.time_base) if frame.duration else self._frame_s)
+                    end_s = ends if end_s is None else max(end_s, ends)
                 frame = next(self._decoder, None)
+            # Only a decoder that ran to its end is checked: a caller that stops early (--max-frames) stops above.
+            self._check_complete(shown, end_s)
         except av.FFmpegError as exc:
-            raise UserError(f"cannot decode {self.path} ({_first_line(exc)}); the file may be damaged") from None
+            raise UserError(f"{self.path}: decoding failed after frame {shown} ({_first_line(exc)}); the file is "
+                            "damaged or truncated; re-encode or repair it") from None
         finally:
             self.close()
 
@@ -431,8 +588,11 @@ def probe_frame_count(path: str) -> int | None:
     """The number of frames of a video (as its container says, without decoding) or of a frame folder; ``None``
     when unknown or unreadable."""
     try:
-        if os.path.isdir(path):
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
             return sum(1 for n in os.listdir(path) if n.lower().endswith(FRAME_EXTS) and not n.startswith("."))
+        if not stat.S_ISREG(mode):
+            return None  # a FIFO, socket or device is never opened (FrameSource refuses it)
         with av.open(path) as container:
             streams = container.streams.video
             return int(streams[0].frames) or None if streams else None
