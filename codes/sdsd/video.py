@@ -942,8 +942,7 @@ class FolderWriter(_AtomicOutput):
             if os.path.isdir(target):
                 with contextlib.suppress(OSError):
                     os.chmod(self._tmp, stat.S_IMODE(os.stat(target).st_mode))
-                old = io_utils.make_temp_dir(target)
-                os.replace(target, old)
+                old = io_utils.move_aside(target)
             try:
                 io_utils.commit(self._tmp, target)
             except OSError:
