@@ -9,8 +9,12 @@ Two graphs are written, so a runtime keeps the engine's feature reuse: ``feature
 ``enhanced, illumination, denoised``). ONNX graphs (opset 19, the deformable convolution as ``DeformConv``) have a
 dynamic frame count, height and width; OpenVINO models are for ``--height x --width`` frames, one frame or window
 per call (with dynamic height/width its converted window graph did not match PyTorch). Network settings come from
-``--opt`` (its ``network_G``) or are read off the checkpoint. After writing, both graphs are run on random frames
-and the largest difference to PyTorch is printed.
+``--opt`` (its ``network_G``) or are read off the checkpoint. Both graphs are run on random frames and the largest
+difference to PyTorch is printed.
+
+The output folder appears whole or not at all: the files are written to a marked temporary folder beside it and
+renamed onto it in one step, replacing a previous export there; a folder holding anything else is refused. The
+temporary folders of killed exports are removed by the next export into the same parent folder.
 
 ``sdsd.enhance --runtime openvino|onnxruntime`` and ``runtime:`` in option files export on their own (into the
 model cache, :mod:`sdsd.runtimes`); this command is for using the graphs elsewhere.
@@ -20,25 +24,37 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 
 import torch
 
 from sdsd.errors import UserError, cli_main
+from sdsd.utils.io import OWNER_RECORD, atomic_folder, make_folder, remove_stale_temps
 
-__all__ = ["export", "main"]
+__all__ = ["EXPORT_FILES", "check_output", "export", "main"]
+
+
+#: The files an export writes (ONNX graphs with their optional external-data files, OpenVINO IR): an existing
+#: output folder holding only these is a previous export, which a new export replaces whole.
+EXPORT_FILES = frozenset({"features.onnx", "windows.onnx", "features.onnx.data", "windows.onnx.data",
+                          "features.xml", "features.bin", "windows.xml", "windows.bin"})
 
 
 def export(checkpoint: str, fmt: str, output: str, opt_path: str | None = None, height: int = 64,
            width: int = 96) -> dict:
     """Export ``checkpoint`` as ``fmt`` (``onnx`` or ``openvino``) into the folder ``output``.
 
-    Returns ``{"files": [...], "max_abs_diff": float}`` (the check against PyTorch on random frames).
+    The graphs are written into a marked temporary folder next to ``output``, checked against PyTorch, then renamed
+    onto ``output`` in one step (:func:`sdsd.utils.io.atomic_folder`): a previous export there is replaced whole, and
+    on any failure ``output`` is left as it was. Temporary folders that killed exports left next to ``output`` are
+    removed first (:func:`sdsd.utils.io.remove_stale_temps`).
+
+    Returns ``{"files": [...], "max_abs_diff": float, "removed": [...]}`` (the check against PyTorch on random
+    frames; the stale temporary folders removed).
 
     Raises:
-        UserError: bad checkpoint / option file / shape, or the runtime is missing or refuses the graph.
+        UserError: bad checkpoint / option file / shape, an output that is not a folder of a previous export, an
+            output folder that cannot be written, or the runtime is missing or refuses the graph.
     """
     from sdsd import runtimes
     from sdsd.archs import load_model
@@ -51,25 +67,53 @@ def export(checkpoint: str, fmt: str, output: str, opt_path: str | None = None, 
 
         network_opts = options.load(opt_path, ["name=export"], is_train=False)["network_G"]
     net, _, _ = load_model(checkpoint, network_opts, strict=True)
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise UserError(f"-o {output} is a file; give a folder")
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    check_output(output)
+    target = os.path.abspath(output)  # "out/" and "out" name one folder (the temporary name is built from it)
+    parent = os.path.dirname(target)
     try:
-        if fmt == "onnx":
-            paths = runtimes.export_onnx(net, tmp, height, width)
-        else:
-            paths = runtimes.export_openvino(net, tmp, height, width)
-        diff = _check(fmt, paths, net, height, width)
-        os.makedirs(output, exist_ok=True)
-        files = []
-        for name in sorted(os.listdir(tmp)):
-            os.replace(os.path.join(tmp, name), os.path.join(output, name))
-            files.append(os.path.join(output, name))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return {"files": files, "max_abs_diff": diff}
+        make_folder(parent)
+    except OSError as exc:
+        raise UserError(f"-o {output}: cannot create the folder {parent} ({exc.strerror or type(exc).__name__}); "
+                        "give an output in a writable folder") from None
+    removed = remove_stale_temps(parent)
+    try:
+        with atomic_folder(target) as tmp:
+            if fmt == "onnx":
+                paths = runtimes.export_onnx(net, tmp, height, width)
+            else:
+                paths = runtimes.export_openvino(net, tmp, height, width)
+            diff = _check(fmt, paths, net, height, width)
+            names = sorted(name for name in os.listdir(tmp) if name != OWNER_RECORD)
+    except OSError as exc:
+        raise UserError(f"-o {output}: could not write the export ({exc.strerror or type(exc).__name__}); give a "
+                        "writable folder with free space") from None
+    return {"files": [os.path.join(output, name) for name in names], "max_abs_diff": diff, "removed": removed}
+
+
+def check_output(output: str) -> None:
+    """Refuse an ``output`` that an export may not replace: a file, a symbolic link, or a folder holding anything
+    but the files of a previous export (:data:`EXPORT_FILES`). A missing or empty folder is fine.
+
+    Raises:
+        UserError: one line naming ``output`` and what it holds.
+    """
+    if os.path.islink(output.rstrip("/" + os.sep) or output):
+        raise UserError(f"-o {output} is a symbolic link; give a folder")
+    if not os.path.lexists(output):
+        return
+    if not os.path.isdir(output):
+        raise UserError(f"-o {output} is a file; give a folder")
+    try:
+        names = sorted(os.listdir(output))
+    except OSError as exc:
+        raise UserError(f"-o {output} cannot be read ({exc.strerror or type(exc).__name__}); give another "
+                        "folder") from None
+    foreign = [name for name in names if name not in EXPORT_FILES or os.path.islink(os.path.join(output, name))
+               or not os.path.isfile(os.path.join(output, name))]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UserError(f"-o {output} exists and holds files export does not write ({shown}); give a new or empty "
+                        "folder, or the folder of a previous export (it is replaced whole)")
 
 
 def _check(fmt: str, paths: dict, net, height: int, width: int) -> float:
@@ -126,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     height = args.height if args.height is not None else default[0]
     width = args.width if args.width is not None else default[1]
     result = export(resolve_model(args.checkpoint), args.format, args.output, args.opt, height, width)
+    for path in result["removed"]:
+        print(f"removed {path}, left by an interrupted export", file=sys.stderr)
     print(f"wrote {', '.join(result['files'])}")
     print(f"max abs difference to PyTorch on random frames: {result['max_abs_diff']:.2e}")
     return 0

@@ -19,9 +19,16 @@ its feature reuse: the per-frame graph (``extract_features``: frames -> ``(L1, L
 
 Exported models live in the cache folder (``$SDSD_CACHE``, default ``~/.cache/sdsd``), keyed by a hash of the
 network's weights and settings, the shape (OpenVINO), the runtime's and PyTorch's versions. Each entry has a
-manifest with the SHA-256 of its files; an entry that fails the check or does not load is deleted, rebuilt, and a
-single warning says so. Entries are written to a temporary folder and renamed into place, so a killed run never
-leaves a half-written one.
+manifest with the SHA-256 of its files; an entry that fails the check or does not load is replaced, and a single
+warning says so. Entries are built in a marked temporary folder and renamed into place whole
+(:func:`sdsd.utils.io.atomic_folder`), so a reader or a crash never sees a half-written one, and the temporary
+folders of killed runs are removed the next time the cache is opened (:func:`open_cache`). Two processes building
+the same entry at once both succeed: the later one uses the entry already in place.
+
+A cache folder that cannot be created or written (``SDSD_CACHE`` naming a file, a read-only folder) makes
+``openvino`` / ``onnxruntime`` fail with one line naming it (:class:`CacheUnavailable`); ``auto`` then runs PyTorch,
+with one warning, converting and remembering nothing. A ``choices.json`` that is not valid (not JSON, not an
+object, too large) is ignored with one warning and rewritten; entries naming unknown runtimes are dropped.
 
 The runtimes are optional: they are imported only when used. A runtime that is not installed, or that refuses the
 graph, raises :class:`RuntimeUnavailable` (one line naming it); ``auto`` then leaves it out.
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import functools
 import gc
 import hashlib
@@ -42,7 +50,6 @@ import os
 import platform
 import re
 import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -51,6 +58,16 @@ from torch import nn
 
 from sdsd.errors import UserError
 from sdsd.inference import Backend, TorchBackend
+from sdsd.utils.io import (
+    OWNER_RECORD,
+    atomic_folder,
+    atomic_write_json,
+    fsync_file,
+    make_folder,
+    move_aside,
+    remove_stale_temps,
+    temp_path_for,
+)
 
 logger = logging.getLogger("sdsd")
 
@@ -58,7 +75,11 @@ __all__ = [
     "RUNTIMES",
     "PRECISIONS",
     "RuntimeUnavailable",
+    "CacheUnavailable",
     "cache_dir",
+    "cache_problem",
+    "open_cache",
+    "cached_models",
     "native_bf16",
     "network_hash",
     "export_onnx",
@@ -313,6 +334,69 @@ def _quiet():
 # -- the disk cache -----------------------------------------------------------------------------------------------
 
 
+class CacheUnavailable(RuntimeUnavailable):
+    """The model cache folder cannot be created or written (one line naming it, ``SDSD_CACHE`` and what to do).
+
+    ``root`` is the folder and ``problem`` why it cannot be used (when that is known).
+    """
+
+    def __init__(self, message: str, root: str = "", problem: str = ""):
+        super().__init__(message)
+        self.root, self.problem = root, problem
+
+
+def _cache_name(root: str, cache: str | None) -> str:
+    """``model cache <root>`` and where that folder came from (an argument, ``$SDSD_CACHE`` or the default)."""
+    if cache:
+        return f"model cache {root}"
+    if os.environ.get("SDSD_CACHE"):
+        return f"model cache {root} (from SDSD_CACHE)"
+    return f"model cache {root} (the default; SDSD_CACHE is not set)"
+
+
+def cache_problem(root: str) -> str | None:
+    """Why the cache folder ``root`` cannot be used, or None when it can.
+
+    The folder is created when missing, then a marked temporary file is created in it and removed again, so a
+    folder that only looks writable (a read-only file system, permissions) is found out before anything is built.
+    """
+    if os.path.lexists(root) and not os.path.isdir(root):
+        return "it is a file, not a folder"
+    try:
+        make_folder(root)
+        os.remove(temp_path_for(os.path.join(root, "write-check")))
+    except OSError as exc:
+        return f"it cannot be created or written ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def open_cache(cache: str | None = None) -> str:
+    """The cache folder (``cache``, else :func:`cache_dir`), checked to be usable and cleared of stale temporaries.
+
+    Temporary folders and files that killed runs of this package left in it (an interrupted conversion, an
+    unfinished ``choices.json``) are removed with :func:`sdsd.utils.io.remove_stale_temps`: in the folder itself
+    and in its per-runtime sub-folders (where entries are built); those of a process still running are spared.
+
+    Raises:
+        CacheUnavailable: the folder cannot be created or written.
+    """
+    root = cache or cache_dir()
+    problem = cache_problem(root)
+    if problem is not None:
+        raise CacheUnavailable(f"{_cache_name(root, cache)} cannot be used: {problem}; set SDSD_CACHE to a "
+                               "writable folder, or use runtime torch", root, problem)
+    removed = remove_stale_temps(root)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            # Only the per-runtime folders this module makes, never followed through a link: SDSD_CACHE may
+            # point at a shared folder whose other sub-folders are not this package's to walk.
+            if entry.name.split("-", 1)[0] in RUNTIMES and entry.is_dir(follow_symlinks=False):
+                removed += remove_stale_temps(entry.path)
+    for path in removed:
+        logger.info("model cache: removed %s, left by an interrupted run", path)
+    return root
+
+
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -322,43 +406,64 @@ def _sha256(path: str) -> str:
 
 
 def _entry_valid(folder: str) -> bool:
+    """Whether ``folder`` is a complete cache entry: a manifest listing files of this folder, all with their
+    recorded SHA-256."""
     try:
         with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
             manifest = json.load(f)
-        return bool(manifest["files"]) and all(_sha256(os.path.join(folder, name)) == digest
-                                               for name, digest in manifest["files"].items())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        files = manifest["files"]
+        return (bool(files) and all(isinstance(name, str) and os.path.basename(name) == name for name in files)
+                and all(_sha256(os.path.join(folder, name)) == digest for name, digest in files.items()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return False
+
+
+class _Superseded(Exception):
+    """Another process finished the same cache entry while this one was building it."""
 
 
 def cached_models(key: str, build, cache: str | None = None) -> tuple[str, bool]:
     """The folder of cache entry ``key``, built by ``build(folder)`` when absent or invalid.
 
-    Returns ``(folder, built)``. A present entry whose manifest or files do not check out is deleted, rebuilt, and
-    one warning names it.
+    Returns ``(folder, built)`` (``built``: a build ran in this call). The entry is built in a marked temporary
+    folder and renamed into place whole with its manifest (:func:`sdsd.utils.io.atomic_folder`), so a reader or a
+    crash sees a complete entry or none; a present entry whose manifest or files do not check out is replaced
+    whole, and one warning names it. When another process completes the same entry meanwhile (two runs converting
+    one model at once), its entry is used and this build is dropped; neither fails.
+
+    Raises:
+        CacheUnavailable: the cache folder cannot be created or written.
     """
-    root = cache or cache_dir()
+    root = open_cache(cache)
     folder = os.path.join(root, key)
-    if os.path.isdir(folder):
-        if _entry_valid(folder):
-            return folder, False
-        logger.warning("model cache %s is stale or corrupt: rebuilding it", folder)
-        shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(folder))
+    if _entry_valid(folder):
+        return folder, False
+    where = _cache_name(root, cache)
     try:
-        build(tmp)
-        files = {name: _sha256(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))}
-        with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
-            json.dump({"key": key, "files": files, "created": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=1)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            # Another process finished the same entry first: use theirs.
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if os.path.lexists(folder):
+            logger.warning("model cache %s is stale or corrupt: rebuilding it", folder)
+            if os.path.islink(folder) or not os.path.isdir(folder):
+                os.remove(folder)  # atomic_folder replaces folders only
+        with atomic_folder(folder) as tmp:
+            build(tmp)
+            files = {name: _sha256(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))
+                     if name != OWNER_RECORD}
+            with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
+                json.dump({"key": key, "files": files, "created": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=1)
+            # Flushed here (atomic_folder's own flush then finds nothing left to write), so that the look for a
+            # winner below comes right before the rename and a winner's entry is seldom replaced.
+            for name in [*files, "manifest.json"]:
+                fsync_file(os.path.join(tmp, name))
+            if _entry_valid(folder):
+                raise _Superseded
+    except _Superseded:
+        return folder, True
+    except OSError as exc:
+        # os.replace onto a folder another process filled between atomic_folder's check and its rename.
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and _entry_valid(folder):
+            return folder, True
+        raise CacheUnavailable(f"{where}: could not store {key} ({exc.strerror or type(exc).__name__}); set "
+                               "SDSD_CACHE to a writable folder with free space, or use runtime torch") from None
     return folder, True
 
 
@@ -378,8 +483,13 @@ def _cache_key(runtime: str, digest: str, height: int, width: int) -> str:
 
 
 def invalidate(folder: str, why: str) -> None:
-    """Delete a cache entry that would not load (one warning)."""
+    """Delete a cache entry that would not load (one warning); it is first renamed aside, so a reader never sees
+    it half-deleted."""
     logger.warning("model cache %s does not load (%s): rebuilding it", folder, why)
+    try:
+        folder = move_aside(folder)
+    except OSError:
+        pass
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -480,6 +590,7 @@ class OpenVINOBackend(Backend):
         self.net = _plain_copy(net)
         self.nframes, self.center = int(net.nframes), int(net.center)
         self.cache = cache
+        open_cache(cache)  # an unusable cache folder fails here, in one line, not at the first frame
         self.threads = int(threads or torch.get_num_threads())
         self._hash = network_hash(self.net)
         self._models: dict[tuple[int, int], dict] = {}
@@ -640,23 +751,20 @@ class AutoBackend(Backend):
     def _choices_path(self) -> str:
         return os.path.join(self.cache or cache_dir(), "choices.json")
 
-    def _load_choices(self) -> dict:
-        try:
-            with open(self._choices_path(), encoding="utf-8") as f:
-                data = json.load(f)
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            return {}
+    def _load_choices(self, warn: bool = True) -> dict:
+        """The remembered choices (see :func:`read_choices`)."""
+        return read_choices(self._choices_path(), warn)
 
     def _save_choice(self, key: str, value: dict) -> None:
-        data = self._load_choices()
-        data[key] = value
+        """Add one choice to ``choices.json`` (written atomically and durably); a failure to write is one warning."""
         path = self._choices_path()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".choices-", dir=os.path.dirname(path))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        data = self._load_choices(warn=False)
+        data[key] = value
+        try:
+            atomic_write_json(dict(sorted(data.items())), path, indent=1)
+        except OSError as exc:
+            logger.warning("runtime auto: could not remember the choice in %s (%s)", path,
+                           exc.strerror or type(exc).__name__)
 
     # -------------------------------------------------------------- selection
     def _build(self, runtime: str, precision: str, conv: str | None) -> Backend:
@@ -665,26 +773,42 @@ class AutoBackend(Backend):
         return make_backend(runtime, self.net, self.device, precision, cache=self.cache)
 
     def select(self, frames: torch.Tensor, recall: bool = True) -> Backend:
-        """Choose (or, with ``recall``, recall) the backend for frames shaped like ``frames`` (``T x 3 x H x W``)."""
+        """Choose (or, with ``recall``, recall) the backend for frames shaped like ``frames`` (``T x 3 x H x W``).
+
+        When the cache folder cannot be used (see :func:`cache_problem`), one warning says so and only the PyTorch
+        candidates are timed: nothing is converted, recalled or remembered.
+        """
         height, width = frames.shape[-2:]
         key = self._choice_key(height, width)
-        known = self._load_choices().get(key) if recall else None
-        if isinstance(known, dict):
+        try:
+            open_cache(self.cache)
+            cache_usable = True
+        except CacheUnavailable as exc:
+            cache_usable = False
+            _warn_unusable_cache(exc.root, self.cache, exc.problem)
+        known = self._load_choices().get(key) if recall and cache_usable else None
+        if known is not None:
             try:
                 backend = self._build(known["runtime"], known["precision"], known.get("conv_backend"))
                 self.report = {**known, "from_cache": True}
                 logger.info("runtime auto: %s (remembered for %dx%d)", _label(known), height, width)
                 return backend
-            except (RuntimeUnavailable, KeyError, TypeError) as exc:
-                logger.warning("runtime auto: the remembered choice %s cannot run (%s); timing again", known, exc)
+            except UserError as exc:  # RuntimeUnavailable included: e.g. a runtime uninstalled since
+                logger.warning("runtime auto: the remembered choice %s cannot run (%s); timing again",
+                               _label(known), exc)
         n = self.nframes
         sample = frames[:1].float()
         window_index = torch.arange(n) % frames.shape[0]
         timings, rejected, skipped = {}, {}, {}
-        provisional = False  # a runtime was left out only for its conversion cost: do not remember this choice
+        # provisional: a runtime was left out only for its conversion cost (or the cache is unusable): do not
+        # remember this choice.
+        provisional = not cache_usable
         reference = None
         best = None
-        for runtime, precision, conv in _candidates(self.device, self.requested, self.conv_backend):
+        candidates = _candidates(self.device, self.requested, self.conv_backend)
+        if not cache_usable:
+            candidates = [c for c in candidates if c[0] == "torch"]
+        for runtime, precision, conv in candidates:
             label = _label({"runtime": runtime, "precision": precision, "conv_backend": conv})
             if (runtime != "torch" and best is not None and self.frames_hint is not None
                     and not is_cached(runtime, self.net, height, width, self.cache)
@@ -761,6 +885,70 @@ class AutoBackend(Backend):
     def close(self) -> None:
         if self.chosen is not None:
             _close(self.chosen)
+
+
+#: ``choices.json`` files larger than this are ignored (and rewritten) instead of read.
+MAX_CHOICES_BYTES = 1 << 20
+
+_warned_caches: set[str] = set()
+
+
+def _warn_unusable_cache(root: str, cache: str | None, problem: str) -> None:
+    """One warning per cache folder and process: ``auto`` runs PyTorch because the cache cannot be used."""
+    if root in _warned_caches:
+        return
+    _warned_caches.add(root)
+    logger.warning("runtime auto: %s cannot be used: %s; running PyTorch without converting models or remembering "
+                   "the choice (set SDSD_CACHE to a writable folder)", _cache_name(root, cache), problem)
+
+
+def _valid_choice(value) -> bool:
+    """Whether a remembered choice names a runtime, precision and convolution backend this version knows."""
+    from sdsd.archs.fastconv import CONV_BACKENDS
+
+    return (isinstance(value, dict) and isinstance(value.get("runtime"), str) and value["runtime"] in RUNTIMES[1:]
+            and isinstance(value.get("precision"), str) and value["precision"] in PRECISIONS[1:]
+            and (value.get("conv_backend") is None
+                 or (isinstance(value["conv_backend"], str) and value["conv_backend"] in CONV_BACKENDS))
+            and isinstance(value.get("timings", {}), dict))
+
+
+def read_choices(path: str, warn: bool = True) -> dict:
+    """The choices remembered in ``path`` (``choices.json``): ``{key: {"runtime", "precision", ...}}``.
+
+    A missing file is no choices. A file that cannot be read, is larger than :data:`MAX_CHOICES_BYTES`, is not
+    JSON or not a JSON object is ignored whole: one warning (with ``warn``) names it and says it will be rewritten
+    (the next remembered choice replaces it). Entries naming an unknown runtime, precision or convolution backend,
+    or of the wrong types, are dropped (one warning with ``warn``); the others are kept.
+    """
+    problem = None
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CHOICES_BYTES + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        problem = f"it cannot be read: {exc.strerror or type(exc).__name__}"
+    else:
+        if len(raw) > MAX_CHOICES_BYTES:
+            problem = f"it is larger than {MAX_CHOICES_BYTES >> 20} MiB"
+        else:
+            try:
+                data = json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+                data, problem = None, "it is not valid JSON"
+            if problem is None and not isinstance(data, dict):
+                problem = "it is not a JSON object"
+    if problem is not None:
+        if warn:
+            logger.warning("runtime auto: %s was ignored (%s); it will be rewritten with the next measured choice",
+                           path, problem)
+        return {}
+    kept = {key: value for key, value in data.items() if _valid_choice(value)}
+    if warn and len(kept) < len(data):
+        logger.warning("runtime auto: %s: dropped %d remembered choice(s) naming an unknown runtime, precision or "
+                       "convolution backend; timing again where needed", path, len(data) - len(kept))
+    return kept
 
 
 def _label(choice: dict) -> str:
