@@ -21,7 +21,7 @@ lint: $(STAMP)
 # The OpenVINO / ONNX Runtime tests run in a process of their own. This was added against aborts later traced to
 # libx265 corrupting the heap on narrow frames (see X265_MIN_WIDTH in codes/sdsd/video.py), not to these runtimes;
 # it is kept as a precaution until full runs without it have been seen to pass.
-RUNTIME_TESTS := tests/test_runtimes.py tests/test_export.py
+RUNTIME_TESTS := tests/test_runtimes.py tests/test_export.py tests/test_hostile_cache.py
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -99,8 +99,10 @@ def test_torchrun_two_processes_share_the_archive(archive, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "sdsd.enhance", str(folder), "-o", str(out), "--model", checkpoint, "--device", "cpu", "--quiet"]
     first = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
-    assert first.returncode != 0 and "broken.mp4" in first.stderr  # the exit status says something failed
-    assert first.stdout.count("4 inputs: 3 done, 0 skipped (finished earlier), 1 failed") == 1  # rank 0 only
+    # A recorded input failure is no crash: the workers exit 0 (torchrun would otherwise stop the others and print
+    # a traceback); the failure is in the summary, printed once, by the process that finished last.
+    assert first.returncode == 0 and "broken.mp4" in first.stderr and "ChildFailedError" not in first.stderr
+    assert first.stdout.count("4 inputs: 3 done, 0 skipped (finished earlier), 1 failed") == 1
     # Each output was written by exactly one process.
     assert sum(line.startswith("enhanced ") for line in first.stdout.splitlines()) == 3
     assert frame_counts(out) == {"clip0.mp4": 3, "clip1.mp4": 4, "clip2.mp4": 5}

@@ -199,13 +199,23 @@ def test_module_entry_point_in_a_subprocess(tiny, tmp_path):
 
 
 def test_stale_temporary_files_of_a_killed_run_are_removed(tiny, tmp_path, capsys):
-    """A SIGKILL leaves the hidden temporary output behind; the next run in that folder removes it if it is old."""
+    """A SIGKILL leaves the hidden temporary output behind; the next run in that folder removes it once its process
+    is gone, spares one a live process is writing, and never touches a file it did not make."""
+    import subprocess
+    import sys
+
+    from sdsd.utils.io import temp_path_for
+
     src = make_video(str(tmp_path / "in.mp4"), make_frames(3, 32, 32), audio=None)
-    old = tmp_path / ".out.0123abcd.tmp.mp4"
-    fresh = tmp_path / ".other.4567cdef.tmp.mp4"  # another process may be writing this one right now
-    old.write_bytes(b"partial")
-    fresh.write_bytes(b"partial")
-    os.utime(old, (1e9, 1e9))
+    made = subprocess.run([sys.executable, "-c", "import sys; from sdsd.utils.io import temp_path_for; "
+                           "print(temp_path_for(sys.argv[1]))", str(tmp_path / "out.mp4")],
+                          check=True, capture_output=True, text=True)
+    old = tmp_path / os.path.basename(made.stdout.strip())  # its process has exited, as a killed one would
+    fresh = temp_path_for(str(tmp_path / "other.mp4"))  # this live process may be writing it right now
+    users = tmp_path / ".out.0123abcd.tmp.mp4"  # the old name pattern: a user's file, however old
+    users.write_bytes(b"mine")
+    os.utime(users, (1e9, 1e9))
+    assert old.exists()
     assert run_cli(src, "-o", tmp_path / "out.mp4", "--model", tiny[1]) == 0
-    assert not old.exists() and fresh.exists()
+    assert not old.exists() and os.path.exists(fresh) and users.read_bytes() == b"mine"
     assert f"removed {old}" in capsys.readouterr().err

@@ -201,6 +201,9 @@ def test_remove_stale_temps_never_touches_files_it_did_not_make(tmp_path):
     assert sio.remove_stale_temps(str(tmp_path), recursive=True, min_age_s=0) == []
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
     assert (photos / "IMG_0001.jpg").read_bytes() == b"jpeg" and (tmp_path / "target.txt").read_text() == "keep"
+    # A dead writer's folder killed before its owner record was written goes only while empty.
+    os.remove(unmarked / "mine.txt")
+    assert sio.remove_stale_temps(str(tmp_path), min_age_s=0) == [str(unmarked)]
 
 
 def test_remove_stale_temps_spares_a_live_writer_until_it_is_old(tmp_path):

@@ -109,7 +109,7 @@ def load_engine(model: str, opt_path: str | dict | None = None, *, device: torch
     network_opts, file_backend = None, "auto"
     if opt_path is not None:
         opt = load_option_file(opt_path) if isinstance(opt_path, str) else opt_path
-        network_opts, file_backend = opt["network_G"], opt.get("conv_backend", "auto")
+        network_opts, file_backend = opt["network_G"], opt["conv_backend"]
     net, _, _ = load_model(resolve_model(model), network_opts, strict=True)
     if runtime == "torch" and precision != "auto":
         backend = TorchBackend(net, device, precision=precision, conv_backend=conv_backend or file_backend)
@@ -212,10 +212,15 @@ def _check_args(args) -> None:
 
 
 def _limited(frames: Iterable[np.ndarray], limit: int | None) -> Iterator[np.ndarray]:
+    # Stops right after the limit-th frame, without asking the decoder for one more (which, on a damaged file
+    # holding exactly that many frames, would report the damage of a part the preview does not need).
+    if limit is None:
+        yield from frames
+        return
     for i, frame in enumerate(frames):
-        if limit is not None and i >= limit:
-            return
         yield frame
+        if i + 1 >= limit:
+            return
 
 
 def _side_by_side(pairs: Iterator[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:

@@ -57,11 +57,6 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def _option(dataset_opt: dict, key: str, default: int) -> int:
-    value = dataset_opt.get(key)
-    return default if value is None else value
-
-
 def build_dataloader(dataset, dataset_opt: dict, phase: str, *, rank: int = 0, world_size: int = 1, seed: int = 0,
                      device_type: str = "cpu"):
     """Build the DataLoader (and its sampler) for one phase.
@@ -82,29 +77,32 @@ def build_dataloader(dataset, dataset_opt: dict, phase: str, *, rank: int = 0, w
     Raises:
         UserError: fewer samples than one global batch.
     """
+    from sdsd.options import with_defaults
+
+    dataset_opt = with_defaults("datasets", dataset_opt)
     where = f"datasets.{phase}"
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world size {world_size}")
-    pin = dataset_opt.get("pin_memory")
+    pin = dataset_opt["pin_memory"]
     pin = (device_type == "cuda") if pin is None else bool(pin)
 
     if phase_role(phase) != "train":
         sampler = ShardSampler(len(dataset), rank, world_size)
-        workers = _option(dataset_opt, "n_workers", 0)
+        workers = dataset_opt["n_workers"]
         loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=workers, pin_memory=pin,
                             worker_init_fn=seed_worker if workers else None)
         return loader, sampler
 
-    batch = _option(dataset_opt, "batch_size", 32)
+    batch = dataset_opt["batch_size"]
     per_process = batch // world_size
-    workers = _option(dataset_opt, "n_workers", 3)
+    workers = dataset_opt["n_workers"]
     if len(dataset) < batch:
         raise UserError(
             f"{where}: the dataset has {len(dataset)} samples, fewer than one batch of {batch}; "
             f"lower {where}.batch_size or add scenes"
         )
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
-                                 shuffle=bool(dataset_opt.get("use_shuffle", True)), seed=seed, drop_last=True)
+                                 shuffle=bool(dataset_opt["use_shuffle"]), seed=seed, drop_last=True)
     generator = torch.Generator()
     generator.manual_seed(seed + rank)
     loader = DataLoader(

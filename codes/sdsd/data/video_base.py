@@ -37,6 +37,7 @@ from sdsd.data import lmdb_backend
 from sdsd.data.frames import decode_frame, npy_memmap, prepare_uint8, three_channels
 from sdsd.data.windows import index_generation
 from sdsd.errors import UserError
+from sdsd.options import with_defaults
 
 _LQ_SIBLINGS = {"input": "LQ", "LQ": "input"}
 
@@ -129,18 +130,18 @@ class VideoPairDataset(Dataset):
 
     def __init__(self, opt: dict):
         super().__init__()
-        self.opt = dict(opt)
+        self.opt = with_defaults("datasets", opt)
         self.phase = str(self.opt.get("phase", "train"))
         self.role = phase_role(self.phase)
         self.where = f"datasets.{self.phase}"
-        self.N = self.opt.get("N_frames", 5)
-        self.padding = self.opt.get("padding", "new_info")
-        size = self.opt.get("train_size")
+        self.N = self.opt["N_frames"]
+        self.padding = self.opt["padding"]
+        size = self.opt["train_size"]
         self.train_size = (int(size[0]), int(size[1])) if size else None
-        self.split = self.opt.get("split") or "dynamic"
-        self.test_frames = self.opt.get("test_frames", 30) or None  # 0 or null: every frame
-        self.max_frames = self.opt.get("max_frames") or None
-        self.cache = FrameCache(self.cache_bytes if self.opt.get("cache_data", True) else 0)
+        self.split = self.opt["split"] or "dynamic"
+        self.test_frames = self.opt["test_frames"] or None  # 0 or null: every frame
+        self.max_frames = self.opt["max_frames"] or None
+        self.cache = FrameCache(self.cache_bytes if self.opt["cache_data"] else 0)
 
         self.gt_root = self._resolve_root("dataroot_GT", swap=False)
         self.lq_root = self._resolve_root("dataroot_LQ", swap=True)
@@ -185,9 +186,9 @@ class VideoPairDataset(Dataset):
         self._windows: dict[str, list[list[int]]] = {}
 
         if self.role == "train":
-            self.crop = self.opt.get("GT_size", 128)
-            self.use_flip = bool(self.opt.get("use_flip", True))
-            self.use_rot = bool(self.opt.get("use_rot", True))
+            self.crop = self.opt["GT_size"]
+            self.use_flip = bool(self.opt["use_flip"])
+            self.use_rot = bool(self.opt["use_rot"])
 
     # ------------------------------------------------------------------ paths
     def _resolve_root(self, key: str, swap: bool) -> str:
@@ -227,7 +228,7 @@ class VideoPairDataset(Dataset):
         return None
 
     def _select_scenes(self, scenes: list[str]) -> list[str]:
-        names = parse_scene_list(self.opt.get("testing_dir"), self.where)
+        names = parse_scene_list(self.opt["testing_dir"], self.where)
         explicit = names is not None
         if names is None:
             names = self._default_test_scenes()

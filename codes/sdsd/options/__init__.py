@@ -173,6 +173,21 @@ def safe_load(text: str):
         loader.dispose()
 
 
+def with_defaults(section: str, block: dict | None) -> dict:
+    """A copy of one option section (``"train"``, ``"datasets"`` for one ``datasets.<phase>`` block, ``"path"``,
+    ``"network_G"``, ...) with every key it lacks set to the schema's default; keys without one stay missing.
+
+    Code that takes a section as a plain dict calls this once and then reads every key as it is, so the schema is
+    the one place a default is written. A block :func:`validate` returned comes back equal.
+    """
+    keys = DATASET_KEYS if section == "datasets" else SECTIONS[section]
+    out = dict(block or {})
+    for key, option in keys.items():
+        if key not in out and option.default is not REQUIRED:
+            out[key] = copy.deepcopy(option.default)
+    return out
+
+
 def published_network() -> dict:
     """The ``network_G`` block of the published option files (``which_model_G`` and the published sizes).
 

@@ -79,7 +79,7 @@ def check_training(opt: dict, world_size: int | None = None, source: str = "<opt
     if data is None:
         raise UserError(f"{source}: the option file has no datasets.train block; train.py needs training data")
 
-    if not train.get("noisy_copy", True) and train.get("noise_weight"):
+    if not train["noisy_copy"] and train["noise_weight"]:
         raise UserError(f"{source}: train.noisy_copy is false but train.noise_weight is "
                         f"{show(train['noise_weight'])}: the noise term is computed on the noisy copy; set "
                         "train.noise_weight: 0 or train.noisy_copy: true")

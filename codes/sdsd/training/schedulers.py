@@ -140,12 +140,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_opt: dict) -> Restar
     ``restart_weights`` entry per restart, and for ``CosineAnnealingLR_Restart`` positive ``T_period`` entries, one
     per segment.
     """
-    cls = SCHEDULER_REGISTRY.get(train_opt.get("lr_scheme") or "CosineAnnealingLR_Restart")
-    restarts, weights = train_opt.get("restarts"), train_opt.get("restart_weights")
+    from sdsd.options import with_defaults
+
+    train_opt = with_defaults("train", train_opt)
+    cls = SCHEDULER_REGISTRY.get(train_opt["lr_scheme"])
+    restarts, weights = train_opt["restarts"], train_opt["restart_weights"]
     if cls is MultiStepLRRestart:
-        return cls(optimizer, train_opt.get("lr_steps") or [], restarts, weights,
-                   gamma=train_opt.get("lr_gamma", 0.5), clear_state=bool(train_opt.get("clear_state")))
-    return cls(optimizer, train_opt["T_period"], restarts, weights, eta_min=train_opt.get("eta_min", 0.0))
+        return cls(optimizer, train_opt["lr_steps"] or [], restarts, weights,
+                   gamma=train_opt["lr_gamma"], clear_state=bool(train_opt["clear_state"]))
+    return cls(optimizer, train_opt["T_period"], restarts, weights, eta_min=train_opt["eta_min"])
 
 
 def apply_warmup(optimizer: torch.optim.Optimizer, iteration: int, warmup_iter: int,

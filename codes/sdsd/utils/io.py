@@ -361,7 +361,7 @@ def remove_stale_temps(folder: str, recursive: bool = False, min_age_s: float = 
     * its name is one :func:`temp_path_for` / :func:`make_temp_dir` makes, check digest included
       (:func:`is_our_temp`); anything else, whatever it looks like, is never touched;
     * it is a regular file, or a folder (not followed through a symbolic link) holding this module's owner
-      record with its own name; and it belongs to this user;
+      record with its own name, or an empty folder; and it belongs to this user;
     * its creator is gone: the process id in the name runs no more on this machine, or (a creator on another
       machine, or a process id in use again) nothing has modified it for ``min_age_s`` seconds.
 
@@ -391,14 +391,17 @@ def remove_stale_temps(folder: str, recursive: bool = False, min_age_s: float = 
                 continue
             if uid is not None and st.st_uid != uid:
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                if not _owned_folder(path):
-                    continue
-            elif not stat.S_ISREG(st.st_mode):
-                continue
             m = TEMP_NAME.match(name)
             gone = m["host"] == host and _process_gone(int(m["pid"]))
             if not gone and now - st.st_mtime < min_age_s:
+                continue
+            if stat.S_ISDIR(st.st_mode) and not _owned_folder(path):
+                # Killed between making the folder and writing its record: only an empty one goes (rmdir).
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+                    removed.append(path)
+                continue
+            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
                 continue
             _discard(path)
             if not os.path.lexists(path):
