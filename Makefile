@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench docs clean
+.PHONY: venv test soak lint demo bench docs clean
 
 venv: $(STAMP)
 
@@ -23,10 +23,16 @@ lint: $(STAMP)
 # it is kept as a precaution until full runs without it have been seen to pass.
 RUNTIME_TESTS := tests/test_runtimes.py tests/test_export.py tests/test_hostile_cache.py
 
+# `make test`: ruff and every test but the soaks (a few minutes on 2 cores). `make soak`: the long fault-injection and
+# multi-process runs (kill -9 twenty times, torchrun restarts and imbalance, killed exports), marked `soak`.
+# CI (.ci/run) runs both.
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q $(addprefix --ignore=,$(RUNTIME_TESTS))
-	$(PY) -m pytest -q $(RUNTIME_TESTS)
+	$(PY) -m pytest -q -m "not soak" $(addprefix --ignore=,$(RUNTIME_TESTS))
+	$(PY) -m pytest -q -m "not soak" $(RUNTIME_TESTS)
+
+soak: $(STAMP)
+	$(PY) -m pytest -q -m soak
 
 demo: $(STAMP)
 	$(PY) -m sdsd.demo

@@ -26,6 +26,8 @@ from sdsd.training import train
 from sdsd.training.checkpoint import all_files_loadable, check_pair, state_iterations
 from sdsd.training.experiment import LOCK_NAME
 
+pytestmark = pytest.mark.soak  # the whole file runs in `make soak`
+
 
 def one_iteration_per_epoch(root, name, niter, **train_opts):
     """Scene pair1 (4 frames = 4 windows) trains, pair2 is held out; batch 4; a checkpoint every iteration."""

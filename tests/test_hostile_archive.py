@@ -186,6 +186,7 @@ def _torchrun(args: list[str], cwd, timeout_s: int = 3, **popen) -> list[str]:
     return cmd, dict(cwd=str(cwd), env=env, **popen)
 
 
+@pytest.mark.soak
 def test_torchrun_unequal_shares_under_a_short_timeout(tmp_path):
     """One long clip and four short ones on two processes, with every store request and collective limited to
     3 s: the process with the long clip finishes many seconds after the other, and nothing times out."""
@@ -216,6 +217,7 @@ def test_torchrun_unequal_shares_under_a_short_timeout(tmp_path):
     assert count(out / "a_long.mp4") == 150
 
 
+@pytest.mark.soak
 def test_torchrun_worker_killed_then_rerun_finishes_each_output_once(tmp_path):
     folder = tmp_path / "clips"
     folder.mkdir()

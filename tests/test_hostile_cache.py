@@ -211,6 +211,7 @@ def kill_when_temp_folder_appears(proc: subprocess.Popen, folder: str) -> str:
     pytest.fail(f"no temporary folder appeared under {folder} (exit {proc.returncode}): {err[-2000:]}")
 
 
+@pytest.mark.soak
 def test_killed_conversion_leaves_nothing_after_the_next_run(net, tmp_path):
     cache = str(tmp_path / "cache")
     code = (f"from evaluation_helpers import H, W, aligning_tiny_net\nfrom sdsd.runtimes import OpenVINOBackend\n"
@@ -288,6 +289,7 @@ def test_an_entry_finished_meanwhile_by_another_writer_is_used(tmp_path):
 # -- 4. export outputs --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.soak
 def test_killed_export_leaves_the_old_export_then_the_next_one_replaces_it_whole(checkpoint, tmp_path, capsys):
     parent = tmp_path / "exports"
     out = parent / "model"

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from test_train import make_options, write_options
 from test_train_dist import REPO, TORCHRUN, env, free_port, log_text, run
 
@@ -18,6 +19,7 @@ def test_legacy_launch_command_runs_on_cpu(tmp_path):
     assert os.path.isfile(exp / "models" / "latest_G.pth") and "world size 1" in log_text(exp)
 
 
+@pytest.mark.soak
 def test_two_nodes_rendezvous_on_localhost(tmp_path):
     opt = make_options(tmp_path, name="nodes", niter=2)
     opt["datasets"].pop("val")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from test_train import make_options, write_options
 from test_train_dist import REPO, TORCHRUN, env, log_text
@@ -33,6 +34,7 @@ def options(tmp_path, name):
     return write_options(tmp_path, opt, f"{name}.yml")
 
 
+@pytest.mark.soak
 def test_sigkill_then_auto_resume_finishes(tmp_path):
     path = options(tmp_path, "killed")
     exp = tmp_path / "experiments" / "killed"
@@ -56,6 +58,7 @@ def test_sigkill_then_auto_resume_finishes(tmp_path):
     assert not [f for _, _, files in os.walk(exp) for f in files if f.endswith(".tmp.pth") or ".tmp." in f]
 
 
+@pytest.mark.soak
 def test_torchrun_restarts_a_killed_worker_which_resumes(tmp_path):
     path = options(tmp_path, "elastic")
     exp = tmp_path / "experiments" / "elastic"
