@@ -7,14 +7,14 @@ over-brightens, given one twice as dark it under-brightens. This module
   percentiles, per channel, and a noise level) and stores them in a small JSON *sidecar* beside each saved
   checkpoint, ``<iter>_G.json`` next to ``<iter>_G.pth`` (:func:`write_sidecar`, :func:`read_sidecar`); the
   ``.pth`` stays a plain ``state_dict``;
-* rescales the frames of a video in linear light so that their brightness (a white level: the 99th percentile of
-  the linear values after a 4x4 moving average, see :func:`measure`) is the one the model was trained on
-  (:class:`ExposureMatcher`), with a gain that follows the video smoothly over time (an exponential moving average
-  of the log-gain), so that a cut or a light switching on does not make the output flicker.
+* rescales the frames of a video in linear light so that their brightness (the white level,
+  :func:`sdsd.color.white_level`) is the one the model was trained on (:class:`ExposureMatcher`), with a gain that
+  follows the video smoothly over time (an exponential moving average of the log-gain), so that a cut or a light
+  switching on does not make the output flicker.
 
 Brightness is measured in *linear light*: the network's inputs are sRGB-encoded values in [0, 1], decoded with
-the inverse sRGB curve before averaging, and the gain is applied there and re-encoded, as a camera's exposure
-acts on scene light.
+the inverse sRGB curve (:mod:`sdsd.color`) before averaging, and the gain is applied there and re-encoded, as a
+camera's exposure acts on scene light.
 """
 
 from __future__ import annotations
@@ -27,32 +27,15 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
+from sdsd import color
+from sdsd.color import SMOOTHING, WHITE_LEVEL_TEXT, WHITE_PERCENTILE, linear_to_srgb, srgb_to_linear
 from sdsd.errors import UserError
-from sdsd.tools.synthesize import linear_to_srgb as _srgb_np  # the numpy curves, one copy in the project
-from sdsd.tools.synthesize import srgb_to_linear as _srgb_to_linear_np
 
 SIDECAR_FORMAT = "sdsd-training-inputs"
 #: 2 added ``smoothed_percentiles_linear`` (the statistic the matcher uses); version 1 sidecars still load.
 SIDECAR_VERSION = 2
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
-#: Brightness is measured on a SMOOTHING x SMOOTHING moving average of the frame (noise amplitude / 4).
-SMOOTHING = 4
 DEFAULT_SAMPLES = 64  # training windows measured at the start of a run: enough for 3 significant digits
-
-
-# -- sRGB <-> linear, in torch (the same curves as sdsd.tools.synthesize) --------------------------------------------
-
-
-def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """Inverse sRGB transfer curve (IEC 61966-2-1) of values in [0, 1]."""
-    x = x.clamp(0, 1)
-    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(y: torch.Tensor) -> torch.Tensor:
-    """sRGB transfer curve (IEC 61966-2-1); values are clipped to [0, 1] first, as a sensor saturates."""
-    y = y.clamp(0, 1)
-    return torch.where(y <= 0.0031308, 12.92 * y, 1.055 * y.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
 
 
 def mean_linear_brightness(frame: torch.Tensor) -> float:
@@ -86,32 +69,30 @@ def summarize(frames: torch.Tensor) -> dict:
     Returns:
         ``{"mean_linear", "channel_mean_linear", "percentiles_linear", "smoothed_percentiles_linear", "smoothing",
         "noise_sigma", "channel_noise_sigma"}``: the mean linear brightness over everything and per channel (R, G, B),
-        percentiles of the linear values per channel (``{"1": [r, g, b], ...}``), the same of the frames' ``smoothing x
-        smoothing`` moving average (what :func:`measure` reads), and the noise level of the sRGB values
-        (overall and per channel).
+        percentiles of the linear values per channel (``{"1": [r, g, b], ...}``), the same of the moving averages
+        :func:`sdsd.color.white_level` reads, of side ``smoothing`` (the mean of its ``"99"`` row is the white level
+        of all the frames together: :func:`target_of`), and the noise level of the sRGB values (overall and per
+        channel).
     """
     linear = srgb_to_linear(frames.float())
     channels = linear.transpose(0, 1).reshape(3, -1)
-    smoothed = torch.nn.functional.avg_pool2d(linear.reshape(-1, 3, *linear.shape[-2:]), SMOOTHING, stride=1)
     noise = estimate_noise(frames)
     return {
         "mean_linear": float(channels.mean()),
         "channel_mean_linear": [float(v) for v in channels.mean(dim=1)],
-        "percentiles_linear": _percentiles(channels),
-        "smoothed_percentiles_linear": _percentiles(smoothed.transpose(0, 1).reshape(3, -1)),
+        "percentiles_linear": _percentiles(linear, 1),
+        "smoothed_percentiles_linear": _percentiles(linear, SMOOTHING),
         "smoothing": SMOOTHING,
         "noise_sigma": float(noise.mean()),
         "channel_noise_sigma": [float(v) for v in noise],
     }
 
 
-def _percentiles(channels: torch.Tensor) -> dict:
-    """``3 x M`` values -> ``{"1": [r, g, b], ...}`` at :data:`PERCENTILES`."""
-    # torch.quantile refuses more than 2**24 values; a strided subsample is exact enough for percentiles.
-    step = max(1, channels.shape[1] // 2_000_000)
-    q = torch.quantile(channels[:, ::step].double(), torch.tensor([p / 100 for p in PERCENTILES], dtype=torch.float64),
-                       dim=1)
-    return {str(p): [float(v) for v in q[i]] for i, p in enumerate(PERCENTILES)}
+def _percentiles(linear: torch.Tensor, smoothing: int) -> dict:
+    """``N x 3 x H x W`` linear frames -> ``{"1": [r, g, b], ...}`` at :data:`PERCENTILES` after a ``smoothing``
+    moving average."""
+    table = color.channel_percentiles(color.smoothed_samples(linear, smoothing), PERCENTILES)
+    return {str(p): [float(v) for v in row] for p, row in zip(PERCENTILES, table)}
 
 
 def training_statistics(dataset, seed: int, samples: int = DEFAULT_SAMPLES) -> dict:
@@ -322,55 +303,20 @@ def read_sidecar(weights_path: str) -> dict | None:
 TIME_CONSTANT = 8.0
 #: The gain stays within [1 / MAX_GAIN, MAX_GAIN]: a black frame (a fade, a lens cap) must not ask for infinity.
 MAX_GAIN = 256.0
-_LINEAR_LUT = None
+#: ``sdsd.color.to_linear`` under the name ``tests/test_exposure.py`` imports.
+_linear_np = color.to_linear
 
-
-def _linear_np(frame: np.ndarray) -> np.ndarray:
-    """sRGB ``uint8`` or float32 [0, 1] frame -> float32 linear light."""
-    global _LINEAR_LUT
-    if frame.dtype == np.uint8:
-        if _LINEAR_LUT is None:
-            _LINEAR_LUT = srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255).float().numpy()
-        return _LINEAR_LUT[frame]
-    return _srgb_to_linear_np(np.clip(frame.astype(np.float32, copy=False), 0.0, 1.0))
-
-
-#: The brightness measured: ``p99``, the 99th percentile of the linear values (a white level), or ``mean``.
-#: Matching the white level carries over between contents far better than matching the mean: on two real clips
-#: the mean linear brightness of the clean frames was 0.45 and 0.20 against 0.21 for the demo's training frames,
-#: the 99th percentile 0.94 and 0.97 against 0.87.
-STATISTIC = "p99"
-
-
-def _smooth_np(linear: np.ndarray, size: int = SMOOTHING) -> np.ndarray:
-    """The ``size x size`` moving average of an ``H x W x 3`` float32 frame (borders, where the box would leave
-    the frame, dropped). A moving average rather than block means: as many values as the frame has pixels, so a
-    percentile of a small frame stays steady from frame to frame."""
-    if size <= 1 or min(linear.shape[:2]) <= size:
-        return linear
-    import cv2
-
-    blurred = cv2.blur(np.ascontiguousarray(linear, dtype=np.float32), (size, size), borderType=cv2.BORDER_REPLICATE)
-    return blurred[size // 2:-size // 2 or None, size // 2:-size // 2 or None]
+#: The brightness measured: ``p99``, :func:`sdsd.color.white_level` at its 99th percentile, or ``mean``, the mean
+#: linear value (why the white level: ``docs/exposure.md``).
+STATISTIC = f"p{WHITE_PERCENTILE}"
 
 
 def measure(linear: np.ndarray, statistic: str = STATISTIC, smoothing: int = SMOOTHING) -> float:
-    """The brightness of an ``H x W x 3`` linear frame: its mean, or the mean over channels of a percentile.
-
-    A percentile is read on the ``smoothing x smoothing`` moving average of the frame. Noise inflates the high
-    percentiles of a raw frame, and a dark video is noisier than a bright one, so a raw white level measures the
-    noise as much as the exposure: the demo's training inputs (exposure 0.04, strong noise) have a raw 99th
-    percentile of 0.042 against 0.034 averaged. On four real clips darkened to exposures 0.02, 0.04 and 0.1
-    (``python -m bench --only real``), the gain a clip got changed by up to 17% across those exposures with the raw
-    statistic (54% with a gamma-2.2 camera) and by at most 3.6% (26%) with the average, and the demo model scored
-    1.3 dB (0.8 dB) better at exposure 0.1 and the same within 0.4 dB at 0.02 and 0.04.
-    """
+    """The brightness of an ``H x W x 3`` linear frame: its mean for ``"mean"``, else ``pQ``'s
+    :func:`sdsd.color.white_level` at percentile ``Q`` over ``smoothing x smoothing`` averages (1: single pixels)."""
     if statistic == "mean":
         return float(linear.mean(dtype=np.float64))
-    q = float(statistic[1:])
-    flat = _smooth_np(linear, smoothing).reshape(-1, 3)
-    flat = flat[:: max(1, flat.shape[0] // 200_000)]  # a strided subsample: exact enough, fast on 4K frames
-    return float(np.percentile(flat, q, axis=0).mean())
+    return color.white_level(linear, float(statistic[1:]), smoothing)
 
 
 def target_of(stats: dict, statistic: str = STATISTIC) -> float:
@@ -384,7 +330,8 @@ def target_of(stats: dict, statistic: str = STATISTIC) -> float:
 
 
 def is_legacy(stats: dict) -> bool:
-    """True for a version 1 sidecar: its white level was measured on raw frames, not on 4x4 averages."""
+    """True for a version 1 sidecar: its white level was measured on single pixels, not on the moving averages
+    :func:`sdsd.color.white_level` reads."""
     return "smoothed_percentiles_linear" not in stats["input"]
 
 
@@ -398,8 +345,7 @@ def recorded_seed(stats: dict | None, fallback: int) -> int:
 class ExposureMatcher:
     """Brings the frames of a video, in order, to a target linear brightness with a smoothly varying gain.
 
-    Brightness is :func:`measure`'s statistic (by default the 99th percentile of the linear values after a 4x4
-    moving average, a white level that noise moves little).
+    Brightness is :func:`measure`'s statistic (by default the white level, :func:`sdsd.color.white_level`).
     For each frame the gain that would give it the target brightness is measured (``target / brightness``); the
     gain applied is an exponential moving average of its logarithm (time constant :data:`TIME_CONSTANT` frames,
     starting at the first frame's own value). A constant video gets a constant gain;
@@ -433,9 +379,9 @@ class ExposureMatcher:
 
     def frame(self, frame: np.ndarray) -> np.ndarray:
         """One ``H x W x 3`` sRGB frame (uint8, or float32 in [0, 1]) -> the matched float32 frame in [0, 1]."""
-        linear = _linear_np(frame)
+        linear = color.to_linear(frame)
         gain = self.update(measure(linear, self.statistic))
-        return _srgb_np(linear * np.float32(gain))
+        return linear_to_srgb(linear * np.float32(gain))
 
     def tensor(self, frame: torch.Tensor) -> torch.Tensor:
         """One ``3 x H x W`` sRGB tensor in [0, 1] -> the matched tensor (same device and dtype)."""
@@ -468,8 +414,8 @@ def parse_setting(value, where: str = "--exposure") -> str | float:
     if isinstance(value, bool) or not 0 < number <= 1:
         shown = repr(value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise UserError(f"{where} {shown}: use auto, off, or a target white level in (0, 1] (the 99th "
-                        "percentile of linear brightness over 4x4 averages, e.g. 0.035)")
+        raise UserError(f"{where} {shown}: use auto, off, or a target white level in (0, 1] ({WHITE_LEVEL_TEXT}, "
+                        "e.g. 0.035)")
     return number
 
 
@@ -477,9 +423,9 @@ def resolve_target(setting, weights_path: str, where: str = "--exposure") -> flo
     """The target white level for ``setting`` and a checkpoint, or ``None``: no matching.
 
     ``None`` (no setting given) means ``auto`` when the checkpoint has a sidecar, else off. ``auto`` reads the
-    sidecar's 99th percentile of the inputs' linear values over 4x4 averages (:func:`target_of`); a number is used
-    as it is. A version 1 sidecar (raw percentiles only) is used with one warning: its white level includes the
-    training noise, so a clean video comes out brighter than the model was trained for.
+    white level of the training inputs (:func:`sdsd.color.white_level`) from the sidecar (:func:`target_of`); a
+    number is used as it is. A version 1 sidecar (raw percentiles only) is used with one warning: its white level
+    includes the training noise, so a clean video comes out brighter than the model was trained for.
 
     Raises:
         UserError: ``auto`` asked for a checkpoint without a sidecar, or a bad setting.
@@ -495,7 +441,7 @@ def resolve_target(setting, weights_path: str, where: str = "--exposure") -> flo
         if stats is None:
             raise UserError(f"{where} auto: {weights_path} has no training-statistics sidecar "
                             f"({os.path.basename(sidecar_path(weights_path))}); pass {where} VALUE (the training "
-                            "inputs' white level: 99th percentile of linear brightness over 4x4 averages) or off")
+                            f"inputs' white level: {WHITE_LEVEL_TEXT}) or off")
         return _sidecar_target(stats, weights_path)
     return float(setting)
 

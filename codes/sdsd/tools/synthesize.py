@@ -18,13 +18,13 @@ Content:
   into consecutive scenes of ``--frames`` frames (a last partial scene is dropped).
 
 White level (optional, ``--white-level W``): each clean scene is first multiplied in linear light so that its white
-level (the median over its frames of the 99th percentile of the linear values after a 4x4 moving average, the
-statistic ``sdsd.enhance --exposure auto`` matches: ``sdsd.exposure.measure``) is ``W``, as a camera's automatic
-exposure places a scene's highlights near full scale; the result is that scene's ground truth. The photographs are
-exposed unevenly (a deep-sky photograph's white is far below a portrait's), and a model learns the white level of
-its ground truth: trained on them it outputs ordinary well-exposed video too dark. It is one gain per scene, aimed
-at ``W``: where the highlights are small or coloured they clip at full scale first and the scene ends somewhat below
-``W`` (the demo's scenes at ``W`` 0.9: 0.66 to 0.90, median 0.87). An all-black scene is left as is.
+level (the median over its frames of ``sdsd.color.white_level``, the statistic ``sdsd.enhance --exposure auto``
+matches) is ``W``, as a camera's automatic exposure places a scene's highlights near full scale; the result is that
+scene's ground truth. The photographs are exposed unevenly (a deep-sky photograph's white is far below a
+portrait's), and a model learns the white level of its ground truth: trained on them it outputs ordinary
+well-exposed video too dark. It is one gain per scene, aimed at ``W``: where the highlights are small or coloured
+they clip at full scale first and the scene ends somewhat below ``W`` (measured on the demo: docs/exposure.md). An
+all-black scene is left as is.
 
 Scene brightness (optional, ``--scene-brightness MIN MAX``): each clean scene is then multiplied in linear light by
 a factor drawn log-uniformly per scene (clipped at full scale, re-encoded to sRGB uint8); the result is that scene's
@@ -34,7 +34,8 @@ and a model trained on them learns each photograph's brightness instead of the c
 
 Degradation (per scene, a simple physical camera model), applied to the clean uint8 frames:
 
-1. linearise with the inverse sRGB transfer curve, so values are linear scene light in [0, 1] (1 = clipping);
+1. linearise with the inverse sRGB transfer curve (``sdsd.color``), so values are linear scene light in [0, 1]
+   (1 = clipping);
 2. multiply by an exposure factor ``k`` drawn log-uniformly from ``--exposure MIN MAX`` (one per scene);
 3. optionally multiply each channel by a colour-cast gain ``exp(u_c)``, ``u_c ~ U(-s, s)`` with
    ``s = --color-cast``, normalised to a geometric mean of 1 (a wrong white balance; 0 disables it);
@@ -70,6 +71,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sdsd import color
+from sdsd.color import LINEAR_LUT, linear_to_srgb
+from sdsd.color import srgb_to_linear as srgb_to_linear  # this module's name for the curve, as before
 from sdsd.errors import UserError, cli_main
 from sdsd.metrics import calculate_psnr
 from sdsd.utils.cli import ArgumentParser, HelpFormatter
@@ -113,21 +117,6 @@ _PHOTOS = (
     ("hubble_deep_field", None, "hubble"),
 )
 
-
-# --------------------------------------------------------------------------------------------- tone curves
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """Inverse sRGB transfer curve (IEC 61966-2-1) for values in [0, 1]."""
-    x = np.asarray(x, dtype=np.float32)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(y: np.ndarray) -> np.ndarray:
-    """sRGB transfer curve (IEC 61966-2-1) for linear values in [0, 1]."""
-    y = np.clip(np.asarray(y, dtype=np.float32), 0.0, 1.0)
-    return np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.power(y, 1.0 / 2.4) - 0.055).astype(np.float32)
-
-
-_LINEAR_LUT = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0)
 
 def as_range(value) -> tuple[float, float]:
     """One value ``v`` or a pair ``(min, max)`` as ``(min, max)``."""
@@ -186,7 +175,7 @@ def degrade_clip(
     # Drawn after the exposure and cast, and only for ranges: single values give the bytes they always gave.
     a, b = draw(rng, shot_noise), draw(rng, read_noise)
     if gamma is None:
-        linear = _LINEAR_LUT
+        linear = LINEAR_LUT
     else:
         linear = (np.arange(256, dtype=np.float32) / 255.0) ** np.float32(gamma)
     x = linear[frames] * (k * gains).astype(np.float32)
@@ -393,7 +382,7 @@ def scale_brightness(frames: np.ndarray, factor: float) -> np.ndarray:
     """Clean uint8 sRGB frames multiplied by ``factor`` in linear light, clipped at full scale, as uint8 sRGB."""
     if factor == 1:
         return frames
-    x = np.minimum(_LINEAR_LUT[frames] * np.float32(factor), 1.0)
+    x = np.minimum(LINEAR_LUT[frames] * np.float32(factor), 1.0)
     return np.round(linear_to_srgb(x) * 255.0).astype(np.uint8)
 
 
@@ -419,11 +408,9 @@ def _scene_psnr_from_disk(out: Path, scene: str, frames: int) -> float:
 
 
 def white_level(clip: np.ndarray) -> float:
-    """The white level of a ``T x H x W x 3`` uint8 sRGB clip: the median over frames of what
-    ``sdsd.exposure.measure`` reads (the 99th percentile of the linear values after a 4x4 moving average)."""
-    from sdsd.exposure import measure  # sdsd.exposure imports this module's curves
-
-    return float(np.median([measure(_LINEAR_LUT[frame]) for frame in clip]))
+    """The white level of a ``T x H x W x 3`` uint8 sRGB clip: the median over its frames of
+    :func:`sdsd.color.white_level`."""
+    return float(np.median([color.white_level(LINEAR_LUT[frame]) for frame in clip]))
 
 
 def expose_white(clip: np.ndarray, level: float) -> np.ndarray:
@@ -746,8 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--white-level", type=float, metavar="W",
-        help="scale each clean scene in linear light so that its white level (99th percentile of the linear values "
-        "after a 4x4 moving average, median over frames) is W, as an automatic exposure would (default: as is)",
+        help=f"scale each clean scene in linear light so that its white level ({color.WHITE_LEVEL_TEXT}, median "
+        "over frames) is W, as an automatic exposure would (default: as is)",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, help="worker processes (default: up to 4)")
     return parser
