@@ -41,6 +41,7 @@ import torch
 
 from sdsd.archive import EXIT_FAILED_INPUTS, archive_inputs, archive_outputs, check_paths, format_summary
 from sdsd.archs.fastconv import CONV_BACKENDS
+from sdsd.color import WHITE_LEVEL_TEXT
 from sdsd.errors import UserError, cli_main
 from sdsd.exposure import ExposureMatcher
 from sdsd.inference import MIN_SIZE, Engine, TorchBackend
@@ -174,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exposure", default=None, metavar="auto|off|VALUE",
                         help="bring each frame, in linear light and with a gain that changes smoothly over time, to "
                              "the brightness the model was trained on (auto: from the checkpoint's sidecar "
-                             "<model>.json; VALUE: the target white level, the 99th percentile of the linear "
-                             "values over 4x4 averages, for checkpoints without one). Default: auto when the "
+                             f"<model>.json; VALUE: the target white level, {WHITE_LEVEL_TEXT}, for checkpoints "
+                             "without one). Default: auto when the "
                              "checkpoint has a sidecar, else off")
     parser.add_argument("--max-frames", type=int, default=None, help="only the first N frames (a preview)")
     parser.add_argument("--padding", default="new_info", choices=("new_info", "replicate", "reflection", "circle"),
@@ -352,7 +353,7 @@ def set_exposure(args) -> float | None:
     args.exposure_target = resolve_target(args.exposure, model)
     if args.exposure is None and args.exposure_target is None:
         print(f"info: {model} has no training-statistics sidecar: --exposure off (give --exposure VALUE, a target "
-              "white level (99th percentile of linear brightness over 4x4 averages), to match the input's exposure)")
+              f"white level ({WHITE_LEVEL_TEXT}), to match the input's exposure)")
     return args.exposure_target
 
 
