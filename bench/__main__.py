@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sdsd.utils.io import atomic_write_json, remove_stale_temps
+    from sdsd.utils.text import first_line
 
     remove_stale_temps(os.path.dirname(os.path.abspath(args.out)))  # results files of an interrupted run
     results: dict = {
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = {"skipped": f"{type(exc).__name__}: {exc}"}
         except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others
             last = traceback.extract_tb(exc.__traceback__)[-1]
-            result = {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            result = {"skipped": f"{type(exc).__name__}: {first_line(exc, empty='')} "
                                  f"({os.path.basename(last.filename)}:{last.lineno})"}
         result["seconds_total"] = round(time.perf_counter() - start, 1)
         results[name] = result

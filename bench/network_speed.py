@@ -37,6 +37,7 @@ import torch
 from bench.flops import count_flops
 from sdsd.archs.fastconv import use_winograd
 from sdsd.metrics import calculate_psnr
+from sdsd.utils.image import to_uint8
 
 PUBLISHED = {"which_model_G": "denoise_illumination_enhance", "nf": 64, "nframes": 5, "groups": 8, "front_RBs": 5,
              "back_RBs": 10, "w_TSA": True}
@@ -245,7 +246,7 @@ def bf16_accuracy(net, size: tuple[int, int], device: torch.device) -> dict:
             out32 = net(x)[0]
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 out16 = net(x)[0].float()
-            u8 = [(o[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy() for o in (out32, out16)]
+            u8 = [to_uint8(o[0]).permute(1, 2, 0).cpu().numpy() for o in (out32, out16)]
             fp32.append(calculate_psnr(u8[0], gt[c]))
             bf16.append(calculate_psnr(u8[1], gt[c]))
             cross.append(calculate_psnr(u8[1], u8[0]))

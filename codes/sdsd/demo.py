@@ -27,7 +27,6 @@ import torch
 
 from sdsd import options
 from sdsd.errors import UserError, cli_main
-from sdsd.metrics import calculate_psnr
 from sdsd.utils.io import atomic_write_json
 
 TRAIN_OPT = os.path.join("options", "train", "train_demo.yml")
@@ -62,34 +61,38 @@ QUICK_TRAIN = ["train.niter=2", "train.val_freq=2", "logger.save_checkpoint_freq
                "datasets.train.batch_size=2", "datasets.train.GT_size=32", "datasets.train.n_workers=0"]
 
 
-def _uint8(t: torch.Tensor) -> np.ndarray:
-    return (t.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def oracle_brightening(pairs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> dict:
+def oracle_brightening(pairs: list[tuple[str, torch.Tensor, torch.Tensor]], protocol: dict | None = None) -> dict:
     """Fit ``clip(gain * x ** gamma, 0, 1)`` on all test frames, maximising the protocol's PSNR.
 
     Args:
-        pairs: ``(scene, lq, gt)`` with ``lq``/``gt`` the scene's test centre frames, ``T x 3 x H x W`` in [0, 1].
+        pairs: ``(scene, lq, gt)`` with ``lq``/``gt`` the scene's test centre frames, ``T x 3 x H x W`` in [0, 1];
+            scene names distinct.
+        protocol: the resolved ``protocol`` section the model is scored under
+            (:func:`sdsd.evaluation.common.check_protocol`); default: the published one (the ``sdsd`` preset).
 
     Returns:
-        ``{"psnr", "input_psnr", "gain", "gamma", "blurred_psnr"}``; PSNRs are means over scenes of per-frame
-        means on uint8 frames, as in the published protocol. ``blurred_psnr`` scores the fitted brightening followed
-        by a 5x5 Gaussian blur (sigma 1): the simplest denoiser, a yardstick for how much of a model's gain over the
+        ``{"psnr", "input_psnr", "gain", "gamma", "blurred_psnr"}``; each PSNR scores every frame and averages as
+        ``protocol`` says (:class:`sdsd.evaluation.quantitative.Scorer`; under the published protocol the mean over
+        scenes of per-frame means on uint8 frames). ``blurred_psnr`` scores the fitted brightening followed by a
+        5x5 Gaussian blur (sigma 1): the simplest denoiser, a yardstick for how much of a model's gain over the
         oracle is denoising.
     """
+    from sdsd.evaluation.common import preset_protocol
+    from sdsd.evaluation.quantitative import Scorer
+
+    protocol = preset_protocol() if protocol is None else protocol
+    scenes = [p[0] for p in pairs]
     lq = [p[1].double() for p in pairs]
-    gt_u8 = [_uint8(p[2]) for p in pairs]
 
     def score(gain: float, gamma: float, blur: bool = False) -> float:
-        per_scene = []
-        for x, y in zip(lq, gt_u8):
+        scorer = Scorer(protocol, ssim=False)  # the fit maximises PSNR only
+        for scene, x, (_, _, gt) in zip(scenes, lq, pairs):
             bright = (gain * x.clamp_min(0) ** gamma).clamp(0, 1)
             if blur:
                 bright = _gaussian_blur(bright)
-            out = _uint8(bright)
-            per_scene.append(np.mean([calculate_psnr(o, g) for o, g in zip(out, y)]))
-        return float(np.mean(per_scene))
+            for i, (out, ref) in enumerate(zip(bright, gt)):
+                scorer.add(scene, i, out, ref)
+        return float(scorer.summary(scenes)["psnr"])
 
     # For each gamma the least-squares gain is closed-form; then refine the best pair on a finer grid.
     xs = torch.cat([x.flatten() for x in lq])
@@ -133,6 +136,7 @@ def _test_pairs(test_opt: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
 def run(quick: bool = False, overrides: list[str] | None = None, root: str = ".") -> dict:
     """Run the demo end to end and return the summary dict (also written to ``results/<name>/summary.json``)."""
     from sdsd.evaluation import qualitative, quantitative
+    from sdsd.evaluation.common import check_protocol
     from sdsd.tools import figures
     from sdsd.tools.synthesize import StaleDatasetError, synthesize
     from sdsd.training import train
@@ -180,7 +184,7 @@ def run(quick: bool = False, overrides: list[str] | None = None, root: str = "."
     metrics = quantitative.evaluate(test_opt, info, progress=not quick)
     quantitative.write_results(metrics, test_opt["path"]["results_root"])
     qualitative.run(test_opt, info, progress=not quick, video=not quick)
-    oracle = oracle_brightening(_test_pairs(test_opt))
+    oracle = oracle_brightening(_test_pairs(test_opt), check_protocol(test_opt))
 
     figure_dir = os.path.join(root, "figure")
     suffix = "_quick" if quick else ""

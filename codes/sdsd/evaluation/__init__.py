@@ -3,8 +3,11 @@
 The network itself runs through :mod:`sdsd.inference` (the engine shared with training and ``sdsd.enhance``).
 
 Modules:
-    quantitative: ``score`` (the scoring loop validation uses too), ``aggregate`` (the protocol's averaging),
-        ``evaluate``, ``write_results``, ``main`` (``quantitative_test.py``).
-    qualitative: ``run``, ``main`` (``qualitative_test.py``).
-    visualize: panels, atomic PNG writes, videos.
+    loop: ``run_frames``, the one evaluation loop (the engine over a dataset, each frame handed to consumers),
+        ``FrameConsumer``.
+    quantitative: ``Scorer`` (the protocol's per-frame scores and averaging), ``score`` (the scoring loop
+        validation uses too), ``aggregate`` (the protocol's averaging), ``evaluate``, ``write_results``, ``main``
+        (``quantitative_test.py``).
+    qualitative: ``FrameWriter`` and ``PanelKeeper`` (loop consumers), ``run``, ``main`` (``qualitative_test.py``).
+    visualize: panels (``frame_panel``: the result panel of one frame), atomic PNG writes, videos.
 """

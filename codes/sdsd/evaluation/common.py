@@ -9,7 +9,8 @@ from sdsd.errors import UserError
 from sdsd.options.presets import PRESET_NAMES
 from sdsd.options.schema import AVERAGES, PROTOCOL_KEYS
 
-__all__ = ["AVERAGES", "check_protocol", "progress_bar", "add_common_arguments", "check_common_arguments"]
+__all__ = ["AVERAGES", "check_protocol", "preset_protocol", "progress_bar", "add_common_arguments",
+           "check_common_arguments"]
 
 
 def check_protocol(opt: dict, self_ensemble: bool | None = None) -> dict:
@@ -27,6 +28,24 @@ def check_protocol(opt: dict, self_ensemble: bool | None = None) -> dict:
     if self_ensemble is not None:
         out["self_ensemble"] = bool(self_ensemble)
     return out
+
+
+def preset_protocol(name: str = "sdsd") -> dict:
+    """The resolved ``protocol`` section of a preset (:data:`sdsd.options.presets.PRESETS`) with nothing set apart
+    from it: what :func:`check_protocol` gives options whose only protocol key is ``protocol.preset: name``.
+
+    Raises:
+        UserError: ``name`` is not a preset.
+    """
+    from sdsd.options.presets import PRESETS
+
+    if name not in PRESETS:
+        raise UserError(f"unknown protocol preset {name!r}; choose from {', '.join(PRESET_NAMES)}")
+    preset = PRESETS[name]
+    protocol = {"preset": name, **preset.protocol}
+    if protocol["gt_mean"] is True:
+        protocol["gt_mean"] = preset.gt_mean_rule
+    return check_protocol({"protocol": protocol})
 
 
 def progress_bar(total: int, enabled: bool):

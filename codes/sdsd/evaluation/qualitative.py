@@ -16,26 +16,29 @@ Naming: ``i`` is the 0-based frame index within the scene (the same ``index`` as
 the number of frames evaluated in the scene (30 under the published protocol), without zero padding, e.g.
 ``pair13.0-30.png`` ... ``pair13.29-30.png``. Under torchrun the frames are split across processes; rank 0
 assembles the videos from the panels once every process has finished.
+
+The frames come from the evaluation loop (:func:`sdsd.evaluation.loop.run_frames`, the one ``quantitative_test.py``
+scores with) through a :class:`FrameWriter`; the panels are :func:`sdsd.evaluation.visualize.frame_panel`'s, the
+builder of the trainer's validation images too (:class:`PanelKeeper`).
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
+import functools
 import os
 
 from sdsd.data.lmdb_backend import check_scene_name
 from sdsd.errors import cli_main
-from sdsd.evaluation.common import add_common_arguments, check_common_arguments, progress_bar
+from sdsd.evaluation.common import add_common_arguments, check_common_arguments
+from sdsd.evaluation.loop import FrameConsumer, run_frames
 from sdsd.evaluation.quantitative import prepare_evaluation
-from sdsd.evaluation.visualize import make_panel, read_png, write_png, write_video
-from sdsd.inference import iterate_dataset, plan_work
-from sdsd.metrics import tensor_to_uint8_bgr
+from sdsd.evaluation.visualize import PANEL_LABELS, frame_images, frame_panel, read_png, write_png, write_video
+from sdsd.inference import FrameOutput
 from sdsd.utils import dist as dist_utils
 
-__all__ = ["PANEL_LABELS", "frame_name", "output_paths", "run", "main", "build_parser"]
-
-PANEL_LABELS = ("input", "enhanced", "illumination", "GT")
+__all__ = ["PANEL_LABELS", "FrameWriter", "PanelKeeper", "frame_name", "output_paths", "run", "main",
+           "build_parser"]
 
 
 def frame_name(scene: str, index: int, n: int) -> str:
@@ -54,8 +57,42 @@ def _save_frame(results_root: str, scene: str, index: int, n: int, images: dict)
     paths = output_paths(results_root, scene, index, n)
     write_png(images["enhanced"], paths["output"])
     write_png(images["input"], paths["input"])
-    panel = make_panel([images[k] for k in ("input", "enhanced", "illumination", "GT")], PANEL_LABELS)
-    write_png(panel, paths["panel"])
+    write_png(frame_panel(images), paths["panel"])
+
+
+class FrameWriter(FrameConsumer):
+    """Loop consumer writing each frame's output, input and panel PNGs under ``results_root``
+    (:func:`output_paths`); the PNGs are encoded and written on the loop's worker threads."""
+
+    def __init__(self, results_root: str):
+        self.results_root = results_root
+
+    def take(self, out: FrameOutput):
+        """The job writing ``out``'s three images (converted to uint8 here)."""
+        return functools.partial(_save_frame, self.results_root, out.scene, out.index, out.n, frame_images(out))
+
+
+class PanelKeeper(FrameConsumer):
+    """Loop consumer keeping the result panel (:func:`~sdsd.evaluation.visualize.frame_panel`) of one frame.
+
+    Args:
+        frame: ``(scene, index)`` of the frame; ``None`` keeps none. :attr:`panel` stays ``None`` on a rank that
+            did not compute that frame.
+    """
+
+    def __init__(self, frame: tuple[str, int] | None):
+        self.frame = frame
+        self.panel = None
+
+    def take(self, out: FrameOutput):
+        """The job building the panel of the wanted frame; ``None`` for every other frame."""
+        if self.frame is None or (out.scene, out.index) != tuple(self.frame):
+            return None
+        return functools.partial(frame_panel, frame_images(out))
+
+    def done(self, result) -> None:
+        """Keep the panel."""
+        self.panel = result
 
 
 def run(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None = None, batch: int = 1,
@@ -67,37 +104,17 @@ def run(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None = No
     """
     root = opt["path"]["results_root"]
     setup = prepare_evaluation(opt, info, self_ensemble=self_ensemble, batch=batch, chunk=chunk)
-    dataset, engine = setup.dataset, setup.engine
-    scenes = [(s, dataset.scene_length(s)) for s in dataset.scenes]
-    work = plan_work(scenes, info.rank, info.world_size)
+    dataset = setup.dataset
+    stats = run_frames(setup.engine, dataset, info, [FrameWriter(root)], progress=progress)
 
-    count = 0
-    bar = progress_bar(sum(len(w.indices) for w in work), progress and info.is_main)
-    # PNG encoding runs on threads (OpenCV releases the GIL) while the network computes the next window.
-    with cf.ThreadPoolExecutor(max_workers=2) as pool:
-        pending = []
-        for out in iterate_dataset(engine, dataset, work):
-            images = {"enhanced": tensor_to_uint8_bgr(out.enhanced), "input": tensor_to_uint8_bgr(out.lq),
-                      "illumination": tensor_to_uint8_bgr(out.illumination), "GT": tensor_to_uint8_bgr(out.gt)}
-            pending.append(pool.submit(_save_frame, root, out.scene, out.index, out.n, images))
-            done = [f for f in pending if f.done()]
-            for f in done:
-                f.result()
-                pending.remove(f)
-                bar.update(1)
-            count += 1
-        for f in pending:
-            f.result()
-            bar.update(1)
-    bar.close()
-
-    counts = dist_utils.all_gather_object(count)
+    counts = dist_utils.all_gather_object(stats.frames)
     dist_utils.barrier()  # every panel is on disk before rank 0 reads them back for the videos
     if not info.is_main:
         return None
     videos, codec = [], None
     if video:
-        for scene, n in scenes:
+        for scene in dataset.scenes:
+            n = dataset.scene_length(scene)
             panels = (read_png(output_paths(root, scene, i, n)["panel"]) for i in range(n))
             path = os.path.join(root, "videos", f"{scene}.mp4")
             codec = write_video(panels, path, fps=fps)

@@ -22,9 +22,10 @@ Outputs (written by rank 0 only, atomically) under ``path.results_root`` (defaul
   is switched off;
 * ``metrics.csv``: one row per frame (scene, index, psnr, ssim; ssim empty when switched off).
 
-The network runs through :class:`sdsd.inference.Engine` (features once per frame); :func:`score` is the loop that
-scores a dataset with an engine and averages the records as the protocol says. Validation during training calls
-the same :func:`score`, so the PSNR it logs is the one this test reports for the same weights and scenes.
+The network runs through :class:`sdsd.inference.Engine` (features once per frame) in the evaluation loop
+(:func:`sdsd.evaluation.loop.run_frames`); :func:`score` runs that loop with a :class:`Scorer` (the protocol's
+per-frame scores and averaging) and gathers the records of every rank. Validation during training calls the same
+:func:`score`, so the PSNR it logs is the one this test reports for the same weights and scenes.
 
 ``seconds_per_frame`` is the wall-clock time of the evaluation loop (reading frames, the network, the metrics)
 divided by the number of frames scored; with several processes it is the run's time per frame overall.
@@ -33,25 +34,25 @@ divided by the number of frames scored; with several processes it is the run's t
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import csv
 import dataclasses
+import functools
 import io
 import math
 import os
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 
 from sdsd.errors import UserError, cli_main
-from sdsd.evaluation.common import add_common_arguments, check_common_arguments, check_protocol, progress_bar
+from sdsd.evaluation.common import add_common_arguments, check_common_arguments, check_protocol
+from sdsd.evaluation.loop import FrameConsumer, run_frames
 from sdsd.exposure import MatchedDataset, resolve_target
-from sdsd.inference import Engine, FrameOutput, engine_from_options, iterate_dataset, plan_work
+from sdsd.inference import Engine, FrameOutput, engine_from_options
 from sdsd.metrics import score_frame
 from sdsd.options.presets import settings as preset_settings
 from sdsd.utils import dist as dist_utils
 from sdsd.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["aggregate", "check_output_folder", "describe_protocol", "format_table", "score", "evaluate",
+__all__ = ["aggregate", "check_output_folder", "describe_protocol", "format_table", "Scorer", "score", "evaluate",
            "select_test_block", "prepare_evaluation", "EvaluationSetup", "write_results", "main", "build_parser"]
 
 
@@ -171,8 +172,51 @@ def check_output_folder(folder: str, option: str) -> None:
         raise UserError(f"{option} {folder} cannot be created ({exc.strerror}); choose another folder") from None
 
 
+class Scorer(FrameConsumer):
+    """Scores frames as a protocol says and averages them as it says: the one scoring of every PSNR this project
+    reports (the quantitative test, validation, the demo's and the real-footage bench's yardsticks).
+
+    Each frame goes through :func:`sdsd.metrics.score_frame` with the protocol's ``channel``, ``gt_mean``, ``psnr``
+    and ``ssim``; :meth:`summary` averages the records with :func:`aggregate` and the protocol's ``average``. As a
+    loop consumer (:func:`sdsd.evaluation.loop.run_frames`) it scores on the loop's worker threads.
+
+    Args:
+        protocol: the resolved ``protocol`` section (:func:`~sdsd.evaluation.common.check_protocol`).
+        ssim: compute SSIM; ``None`` (default): as ``protocol.ssim`` says. ``False`` suits a PSNR-only yardstick.
+    """
+
+    def __init__(self, protocol: dict, *, ssim: bool | None = None):
+        self.protocol = protocol
+        self.ssim = bool(protocol["ssim"]) if ssim is None else ssim
+        self.records: list[dict] = []
+
+    def record(self, scene: str, index: int, output, gt) -> dict:
+        """The record ``{"scene", "index", "psnr", "ssim"}`` of one enhanced frame (``3 x H x W`` RGB tensors)."""
+        p = self.protocol
+        psnr, ssim = score_frame(output, gt, p["channel"], p["gt_mean"], p["psnr"], self.ssim)
+        return {"scene": scene, "index": int(index), "psnr": psnr, "ssim": ssim}
+
+    def add(self, scene: str, index: int, output, gt) -> dict:
+        """Score one frame now and keep its record (returned too)."""
+        rec = self.record(scene, index, output, gt)
+        self.records.append(rec)
+        return rec
+
+    def take(self, out: FrameOutput):
+        """The job scoring ``out`` (its enhanced frame and GT copied to the CPU first)."""
+        return functools.partial(self.record, out.scene, out.index, out.enhanced.cpu(), out.gt.cpu())
+
+    def done(self, result: dict) -> None:
+        """Keep a record a job computed."""
+        self.records.append(result)
+
+    def summary(self, scenes: list[str]) -> dict:
+        """:func:`aggregate` of the records kept on this process, scenes in the order given."""
+        return aggregate(self.records, scenes, self.protocol["average"])
+
+
 def score(engine: Engine, dataset, protocol: dict, info: dist_utils.DistInfo, *, progress: bool = False,
-          on_output: Callable[[FrameOutput], None] | None = None) -> dict:
+          consumers: Sequence[FrameConsumer] = ()) -> dict:
     """Score every frame of ``dataset`` (split across the ranks) and average as ``protocol`` says.
 
     Args:
@@ -182,37 +226,18 @@ def score(engine: Engine, dataset, protocol: dict, info: dist_utils.DistInfo, *,
             ``average``, ``channel``, ``psnr``, ``ssim``, ``gt_mean``.
         info: this process's rank and world size; every rank must call this.
         progress: show a progress bar on rank 0.
-        on_output: called with each :class:`~sdsd.inference.FrameOutput` this rank computes (e.g. for images).
+        consumers: more consumers of the same loop, after the scorer (e.g. a
+            :class:`~sdsd.evaluation.qualitative.PanelKeeper`).
 
     Returns:
-        On every rank: :func:`aggregate`'s dict plus ``seconds_per_frame`` (the slowest rank's loop time over all
-        frames scored).
+        On every rank: :func:`aggregate`'s dict over the records of all ranks plus ``seconds_per_frame`` (the
+        slowest rank's loop time over all frames scored).
     """
-    scenes = list(dataset.scenes)
-    work = plan_work([(s, dataset.scene_length(s)) for s in scenes], info.rank, info.world_size)
-    records: list[dict] = []
-    start = time.perf_counter()
-    bar = progress_bar(sum(len(w.indices) for w in work), progress and info.is_main)
-    # Metrics run on CPU threads (OpenCV releases the GIL) while the network computes the next window.
-    with cf.ThreadPoolExecutor(max_workers=2) as pool:
-        pending = []
-        for out in iterate_dataset(engine, dataset, work):
-            if on_output is not None:
-                on_output(out)
-            pending.append((out.scene, out.index, pool.submit(
-                score_frame, out.enhanced.cpu(), out.gt.cpu(), protocol["channel"], protocol["gt_mean"],
-                protocol["psnr"], protocol["ssim"])))
-            while pending and pending[0][2].done():
-                records.append(_record(*pending.pop(0)))
-                bar.update(1)
-        for item in pending:
-            records.append(_record(*item))
-            bar.update(1)
-    bar.close()
-    elapsed = time.perf_counter() - start
-    gathered = dist_utils.all_gather_object((records, elapsed))
+    scorer = Scorer(protocol)
+    stats = run_frames(engine, dataset, info, [scorer, *consumers], progress=progress)
+    gathered = dist_utils.all_gather_object((scorer.records, stats.seconds))
     all_records = [r for part, _ in gathered for r in part]
-    results = aggregate(all_records, scenes, protocol["average"])
+    results = aggregate(all_records, list(dataset.scenes), protocol["average"])
     n = len(all_records)
     results["seconds_per_frame"] = max(t for _, t in gathered) / n if n else math.nan
     return results
@@ -284,11 +309,6 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
         "engine": engine.describe(),
         "checkpoint_keys": engine.checkpoint_keys,
     }
-
-
-def _record(scene: str, index: int, future: cf.Future) -> dict:
-    psnr, ssim = future.result()
-    return {"scene": scene, "index": int(index), "psnr": psnr, "ssim": ssim}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,19 +1,27 @@
 """Pictures and videos of results: labelled side-by-side panels, atomic PNG writes, and videos (through
-:mod:`sdsd.video`'s writer: H.264, MPEG-4 Part 2 where libx264 is missing)."""
+:mod:`sdsd.video`'s writer: H.264, MPEG-4 Part 2 where libx264 is missing).
+
+:func:`frame_images` and :func:`frame_panel` make the result panel of one frame (input | enhanced | illumination |
+GT) for both the qualitative test and the trainer's validation images."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from sdsd.errors import UserError
+from sdsd.metrics import tensor_to_uint8_bgr
 from sdsd.utils.io import atomic_path
 from sdsd.video import VideoWriter, video_codec
 
-__all__ = ["label_tile", "make_panel", "write_png", "read_png", "write_video", "video_codec", "even_size"]
+__all__ = ["PANEL_LABELS", "label_tile", "make_panel", "frame_images", "frame_panel", "write_png", "read_png",
+           "write_video", "video_codec", "even_size"]
+
+#: The tiles of a result panel, left to right; also the keys of :func:`frame_images`.
+PANEL_LABELS = ("input", "enhanced", "illumination", "GT")
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -59,6 +67,18 @@ def make_panel(tiles: Sequence[np.ndarray], labels: Sequence[str], separator: in
             parts.append(gap)
         parts.append(tile)
     return np.concatenate(parts, axis=1)
+
+
+def frame_images(out) -> dict[str, np.ndarray]:
+    """The four images of one :class:`~sdsd.inference.FrameOutput` as uint8 BGR arrays, keyed by
+    :data:`PANEL_LABELS`: its centre input frame, enhanced frame, illumination map and GT."""
+    return {"input": tensor_to_uint8_bgr(out.lq), "enhanced": tensor_to_uint8_bgr(out.enhanced),
+            "illumination": tensor_to_uint8_bgr(out.illumination), "GT": tensor_to_uint8_bgr(out.gt)}
+
+
+def frame_panel(images: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The labelled result panel (input | enhanced | illumination | GT) of :func:`frame_images`'s images."""
+    return make_panel([images[k] for k in PANEL_LABELS], PANEL_LABELS)
 
 
 def write_png(img: np.ndarray, path: str) -> None:

@@ -442,31 +442,22 @@ def run_validation(state: TrainState, dataset, tb: TensorBoardLogger) -> dict:
     The training network runs as it is (its convolution backend and ``train.amp`` precision), in eval mode.
     """
     from sdsd.evaluation.common import check_protocol
-    from sdsd.evaluation.qualitative import PANEL_LABELS
+    from sdsd.evaluation.qualitative import PanelKeeper
     from sdsd.evaluation.quantitative import score
-    from sdsd.evaluation.visualize import make_panel, write_png
+    from sdsd.evaluation.visualize import write_png
     from sdsd.inference import Engine, TorchBackend
-    from sdsd.metrics import tensor_to_uint8_bgr
 
     protocol = check_protocol(state.opt)
     amp = state.opt["train"].get("amp") or "none"
     backend = TorchBackend(unwrap(state.model), state.device, precision="fp32" if amp == "none" else amp,
                            conv_backend=None)
     engine = Engine(backend, self_ensemble=protocol["self_ensemble"])
-    first = (dataset.scenes[0], 0) if dataset.scenes else None
-    panel = None
-
-    def keep_panel(out) -> None:
-        nonlocal panel
-        if (out.scene, out.index) == first:
-            tiles = [tensor_to_uint8_bgr(t) for t in (out.lq, out.enhanced, out.illumination, out.gt)]
-            panel = make_panel(tiles, PANEL_LABELS)
-
+    keeper = PanelKeeper((dataset.scenes[0], 0) if dataset.scenes else None)  # the qualitative test's panel
     try:
-        metrics = score(engine, dataset, protocol, state.dist, on_output=keep_panel)
+        metrics = score(engine, dataset, protocol, state.dist, consumers=[keeper])
     finally:
         backend.close()
-    panels = all_gather_object(panel)
+    panels = all_gather_object(keeper.panel)
     panel = next((p for p in panels if p is not None), None)
     if state.dist.is_main:
         ssim = "off" if metrics["ssim"] is None else f"{metrics['ssim']:.4f}"  # off under protocol.ssim: false
