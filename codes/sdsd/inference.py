@@ -17,6 +17,10 @@ What the engine does, in order:
   outputs cropped back. With ``tile > 0`` every view is cut into overlapping tiles (identically for all frames
   of a window); each tile keeps its own features and the overlaps are blended with a smooth partition of unity,
   so no seam shows and peak memory depends on the tile size, not on the frame size.
+* **Memory plan** (:func:`plan_tile`, :meth:`Engine.fit_tiles`): before the first frame, the peak memory of the
+  run at the frame size is estimated from the network's ``nf``, ``nframes`` and ``groups`` and compared with the
+  memory available; frames that do not fit are tiled (the largest tile that fits) instead of failing in the
+  allocator.
 * **Self-ensemble**: the whole window is flipped (identity, horizontal, vertical, both), each view is enhanced,
   the outputs are flipped back and averaged (all three outputs).
 * **Streaming** (:meth:`Engine.stream`): frames are read one at a time; window ``i`` is computed once frame
@@ -40,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcn.cpu import COLUMN_BUFFER_BYTES
 from sdsd.archs.fastconv import prepare_for_inference
 from sdsd.data.windows import index_generation
 from sdsd.errors import UserError
@@ -59,6 +64,9 @@ __all__ = [
     "pad_to_multiple",
     "plan_tiles",
     "tile_weights",
+    "available_memory",
+    "estimate_peak_bytes",
+    "plan_tile",
 ]
 
 #: The self-ensemble transforms: name -> the tensor dims flipped (of a ``... x H x W`` tensor).
@@ -221,6 +229,186 @@ def _round_up(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
 
 
+# -- memory plan --------------------------------------------------------------------------------------------------
+
+#: Constants of :func:`estimate_peak_bytes`, in bytes per pixel of the padded frame or tile unless said otherwise;
+#: measured on the CPU (see :func:`estimate_peak_bytes` for the measurements).
+FIXED_BYTES = 64 * 2**20  # the largest intercept of the measured lines (allocator, oneDNN/Winograd scratch)
+RECONSTRUCTION_BYTES = (1550, 4.5)  # per window: 1550 + 4.5 nf, the two reconstruction branches (64 channels at
+#                                     full size whatever nf, with their convolution buffers)
+ALIGNMENT_BYTES = (3.5, 19)  # per window: nf (3.5 nframes + 19), PCD alignment and fusion, DCN columns aside
+FEATURE_BYTES = (9, 32)  # per frame of a feature call: 9 nf + 32 (the full-size first convolution and pyramid)
+FRAME_BYTES = 12  # per frame held: a float32 RGB frame
+OUTPUT_BYTES = 108  # per window: three 3-channel float32 outputs, their tile canvas and the flip sum
+#: Fraction of the available memory a planned run may take; the rest covers decoding, encoding and the error of the
+#: estimate (measured peaks: 0.65-0.99 of it; 1.07 once, for small frames in a busy test process).
+MEMORY_SAFETY = 0.8
+
+
+def _pyramid_bytes(nf: int) -> float:
+    """float32 L1 + L2 + L3 features of one frame, per pixel of the frame: ``4 nf (1/16 + 1/64 + 1/256)``."""
+    return 4 * nf * (1 / 16 + 1 / 64 + 1 / 256)
+
+
+def estimate_peak_bytes(nf: int, nframes: int, width: int, height: int, *, groups: int = 8, tile: int = 0,
+                        overlap: int = 64, batch: int = 1, chunk: int = 1, flips: int = 1,
+                        device: torch.device | str = "cpu") -> int:
+    """Estimated peak memory, in bytes, of :meth:`Engine.stream` on ``width x height`` frames (fp32).
+
+    With ``P`` the pixels of the padded frame, ``V`` those of one view (a tile, or the padded frame untiled), ``S``
+    those of all tiles together (``P`` untiled; more than ``P`` where tiles overlap), ``K = nframes + batch`` the
+    frames the stream keeps, ``L = 4 nf (1/16 + 1/64 + 1/256)`` the bytes per pixel of one frame's features:
+
+    * held: ``P (12 K + 108 batch)`` (frames, outputs) ``+ S K flips L`` (the feature cache, every tile and flip);
+    * feature stage: ``chunk (9 nf + 32) V``;
+    * window stage: ``batch nframes L V`` (the gathered features) ``+ max(batch (1550 + 4.5 nf) V, batch nf
+      (3.5 nframes + 19) V + D)``: the reconstruction (two branches with 64 channels at full size whatever ``nf``)
+      or the alignment and fusion, whichever is larger, with ``D = batch nframes 2.25 (nf + 2 groups) V`` the
+      deformable convolutions' column and grid buffers (at 1/16 of the pixels), which :mod:`dcn.cpu` caps at
+      ``COLUMN_BUFFER_BYTES (1 + 2 groups / nf)`` on the CPU;
+    * peak = 64 MiB + held + the larger stage.
+
+    For the published network (nf=64, nframes=5, groups=8) untiled that is about 2770 B/px: 43 GiB for 4096x4096,
+    5.7 GiB for 1920x1080.
+
+    Calibration: the peak RSS above the loaded model of ``Engine.stream`` over ``nframes + 2`` frames on the CPU
+    (Winograd convolutions, 2 threads, batch 1, each run in a fresh process), against the estimate, in MiB:
+
+    ========================  ==========  ========  ==========
+    network                   frames      measured  estimated
+    ========================  ==========  ========  ==========
+    nf=64 nframes=5 (publ.)   256²        234       292
+    nf=64 nframes=5 (publ.)   512²        914       976
+    nf=64 nframes=5 (publ.)   1024²       2671      3131
+    nf=64 nframes=5 (publ.)   1024², 256  572       650
+    nf=64 nframes=3           256², 512²  177, 687  235, 747
+    nf=32 nframes=5 groups=2  256², 512²  186, 553  188, 561
+    nf=8 nframes=5 groups=2   256², 512²  114, 445  176, 513
+    ========================  ==========  ========  ==========
+
+    (``1024², 256``: in 256 px tiles.) The lines through two sizes give the per-pixel slopes (nf=64: 3623 B/px up
+    to 512², 2343 from 512² to 1024², where the column cap starts to bite; nf=8: 1765 B/px) and intercepts of
+    4-63 MiB. The window stage alone, at 512², took 1536 B/px at nf=8 (reconstruction-bound) and 2048, 2735 and
+    2592 B/px at nf=64/nframes=5, nf=64/nframes=7 and nf=96/nframes=5 (alignment-bound); the feature stage 94 and
+    575 B/px per frame at nf=8 and 64. On CUDA the same constants are used, with the columns uncapped
+    (torchvision's kernel sizes them by the batch).
+    """
+    hp, wp = _round_up(height, MULTIPLE), _round_up(width, MULTIPLE)
+    size = _round_up(tile, MULTIPLE) if tile > 0 else 0
+    ys, th = plan_tiles(hp, size, overlap)
+    xs, tw = plan_tiles(wp, size, overlap)
+    frame, view = hp * wp, th * tw
+    views = len(ys) * len(xs) * view
+    kept, pyramid = nframes + batch, _pyramid_bytes(nf)
+    held = frame * (FRAME_BYTES * kept + OUTPUT_BYTES * batch) + views * kept * flips * pyramid
+    features = chunk * (FEATURE_BYTES[0] * nf + FEATURE_BYTES[1]) * view
+    columns = batch * nframes * 9 * 4 * (nf + 2 * groups) / 16 * view
+    if torch.device(device).type != "cuda":
+        columns = min(columns, COLUMN_BUFFER_BYTES * (1 + 2 * groups / nf))
+    alignment = batch * nf * (ALIGNMENT_BYTES[0] * nframes + ALIGNMENT_BYTES[1]) * view + columns
+    reconstruction = batch * (RECONSTRUCTION_BYTES[0] + RECONSTRUCTION_BYTES[1] * nf) * view
+    window = batch * nframes * pyramid * view + max(reconstruction, alignment)
+    return int(FIXED_BYTES + held + max(features, window))
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that a run on ``device`` can still allocate, or ``None`` when this system does not say.
+
+    CUDA: the free device memory (``torch.cuda.mem_get_info``) plus what PyTorch's caching allocator holds
+    unused. CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _amount(size: float) -> str:
+    """Bytes as ``12 GiB``, ``1.5 GiB`` or ``300 MiB``."""
+    gib = size / 2**30
+    if gib >= 10:
+        return f"{gib:.0f} GiB"
+    if gib >= 1:
+        return f"{gib:.1f} GiB"
+    return f"{size / 2**20:.0f} MiB"
+
+
+def plan_tile(network, width: int, height: int, tile: int = 0, available_bytes: int | None = None, *,
+              overlap: int = 64, batch: int = 1, chunk: int = 1, flips: int = 1,
+              device: torch.device | str = "cpu") -> tuple[int, str | None]:
+    """The tile size for ``width x height`` frames: ``tile`` when given, else 0 if whole frames fit in memory, else
+    the largest tile that does.
+
+    Args:
+        network: an :class:`Engine` (its network, overlap, batch, chunk, flips and device are used, and the keyword
+            arguments are ignored), an SDSD-Net module, or its ``network_G`` options (``nf``, ``nframes``,
+            ``groups``; the published values for those missing). An engine whose backend does not hold the
+            network (ONNX Runtime) is planned with the published network.
+        width, height: the frame size.
+        tile: the user's tile size; when above 0 it is returned unchanged, with no message.
+        available_bytes: the memory the run may use; ``None`` reads it (:func:`available_memory`), and when the
+            system does not say, whole frames are used.
+        overlap, batch, chunk, flips, device: the engine's settings (see :class:`Engine`).
+
+    Returns:
+        ``(tile, message)``: ``(0, None)`` when whole frames fit in :data:`MEMORY_SAFETY` of the available memory
+        (:func:`estimate_peak_bytes`); else the largest multiple of 16 (from just below the larger padded side down
+        to ``max(2 * overlap, 64)``) whose tiled run fits, and one line saying so, e.g. ``frames 4096x4096 need
+        about 31 GiB without tiles, 20 GiB available: tiling 2032x2032 (give --tile to choose)``.
+
+    Raises:
+        UserError: not even the smallest tile fits (the feature cache and the frames grow with the frame size
+            whatever the tile).
+    """
+    if tile > 0:
+        return tile, None
+    if isinstance(network, Engine):
+        engine = network
+        overlap, batch, chunk, flips = engine.overlap, engine.batch, engine.chunk, len(engine.flips)
+        device = engine.backend.device
+        network = getattr(engine.backend, "net", None)
+        network = {} if network is None else network
+    if isinstance(network, nn.Module):
+        settings = {k: getattr(network, k) for k in ("nf", "nframes", "groups") if hasattr(network, k)}
+    else:
+        settings = dict(network)
+    from sdsd.options import published_network
+
+    settings = {**published_network(), **{k: v for k, v in settings.items() if v is not None}}
+    nf, nframes, groups = int(settings["nf"]), int(settings["nframes"]), int(settings["groups"])
+    available = available_memory(device) if available_bytes is None else int(available_bytes)
+    if available is None:
+        return 0, None
+    budget = MEMORY_SAFETY * available
+
+    def need(size: int) -> int:
+        return estimate_peak_bytes(nf, nframes, width, height, groups=groups, tile=size, overlap=overlap,
+                                   batch=batch, chunk=chunk, flips=flips, device=device)
+
+    whole = need(0)
+    if whole <= budget:
+        return 0, None
+    overlap = _round_up(overlap, MULTIPLE)
+    smallest = max(2 * overlap, 4 * MULTIPLE)
+    largest = max(_round_up(height, MULTIPLE), _round_up(width, MULTIPLE)) - MULTIPLE
+    for size in range(largest, smallest - 1, -MULTIPLE):
+        if need(size) <= budget:
+            return size, (f"frames {width}x{height} need about {_amount(whole)} without tiles, "
+                          f"{_amount(available)} available: tiling {size}x{size} (give --tile to choose)")
+    least = min((need(size) for size in range(largest, smallest - 1, -MULTIPLE)), default=whole)
+    raise UserError(f"frames {width}x{height} need about {_amount(least)} even in tiles (of {smallest} px and up; "
+                    f"{_amount(whole)} without tiles) but {_amount(available)} is available; free memory, reduce "
+                    "the frame size, or give --tile to try a tile size yourself")
+
+
 @dataclasses.dataclass
 class _Tiling:
     """The tiles of one padded frame size: ``(y, x)`` starts, the tile size and per-tile blend weights."""
@@ -241,7 +429,8 @@ class Engine:
         chunk: frames per feature call (bounds the memory of the per-frame stage).
         batch: windows per window-stage call.
         self_ensemble: average over the four flips of each window (x4 cost).
-        tile: tile size in pixels (rounded up to a multiple of 16); 0 runs on whole frames.
+        tile: tile size in pixels (rounded up to a multiple of 16); 0 runs on whole frames, or on the tiles
+            :meth:`fit_tiles` chooses for frames too large for memory.
         overlap: tile overlap in pixels (rounded up to a multiple of 16; at most half the tile).
 
     The feature cache passed to :meth:`run` maps ``(flip, tile, frame key)`` to that frame's features; callers
@@ -258,6 +447,7 @@ class Engine:
         self.chunk, self.batch = int(chunk), int(batch)
         self.flips = list(ENSEMBLE_FLIPS.values()) if self_ensemble else [()]
         self.tile = _round_up(tile, MULTIPLE) if tile > 0 else 0
+        self._tile_given = self.tile > 0  # the caller's tile size; otherwise fit_tiles may choose one per clip
         self.overlap = _round_up(overlap, MULTIPLE)
         if self.tile and 2 * self.overlap > self.tile:
             raise UserError(f"the tile overlap {self.overlap} must be at most half of the tile size {self.tile}; "
@@ -273,6 +463,27 @@ class Engine:
     def describe(self) -> dict:
         """Backend, precision and the engine's settings, for logs and metrics JSON."""
         return {**self.backend.describe(), "self_ensemble": len(self.flips) > 1, "tile": self.tile}
+
+    def fit_tiles(self, width: int, height: int, available_bytes: int | None = None) -> str | None:
+        """Choose the tile size for ``width x height`` frames before the first one, when the caller gave none.
+
+        Applies :func:`plan_tile` to this engine: whole frames (``tile`` 0) when they fit in the available memory
+        (``available_bytes``, default: what :func:`available_memory` reads), else the largest tile that fits. A
+        tile size given to the constructor is kept. Call it again for each clip of another size (an archive).
+
+        Returns:
+            The line to show the user when tiles were chosen, else ``None``.
+
+        Raises:
+            UserError: not even the smallest tile fits.
+        """
+        if self._tile_given:
+            return None
+        tile, message = plan_tile(self, width, height, 0, available_bytes)
+        if tile != self.tile:
+            self.tile = tile
+            self._tilings.clear()
+        return message
 
     # ---------------------------------------------------------------- core
     def _tiling(self, hp: int, wp: int) -> _Tiling:

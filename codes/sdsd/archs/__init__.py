@@ -12,7 +12,7 @@ import re
 import torch
 from torch import nn
 
-from sdsd.errors import UserError
+from sdsd.errors import UserError, exception_reason
 from sdsd.registry import ARCH_REGISTRY
 
 from . import sdsd_arch  # noqa: F401  (registers denoise_illumination_enhance)
@@ -61,15 +61,19 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Read a checkpoint file safely and return a plain state dict.
 
     Accepts a plain state dict, one with ``module.`` prefixes (DataParallel/DDP) and ``{'params': ...}`` /
-    ``{'state_dict': ...}`` wrappers. Loads with ``weights_only=True``.
+    ``{'state_dict': ...}`` wrappers. Loads with ``weights_only=True``; a refused or unreadable file is a
+    :class:`UserError` naming what torch refused (:func:`sdsd.errors.exception_reason`).
+
+    Raises:
+        UserError: the file is missing or unreadable, holds no state dict, or holds a NaN or infinite value (such
+            weights enhance every frame to black); the message names the first such tensor and how many there are.
     """
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a checkpoint we can read"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first[:200]})") from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({exception_reason(exc)})") from None
     for wrapper in ("params", "params_ema", "state_dict", "model"):
         if isinstance(data, dict) and wrapper in data and isinstance(data[wrapper], dict):
             data = data[wrapper]
@@ -82,7 +86,18 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             key = key[len("module."):]
         key = key.replace("_orig_mod.", "")
         out[key] = value
+    bad = [key for key, value in out.items() if not _all_finite(value)]
+    if bad:
+        raise UserError(f"{path}: {len(bad)} of its {len(out)} tensors hold NaN or infinite values (first: {bad[0]}); "
+                        "the checkpoint is damaged or its training diverged, use another checkpoint")
     return out
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value of a floating-point or complex tensor is finite (integer tensors always are)."""
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        return True
+    return bool(torch.isfinite(tensor).all())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +131,8 @@ def load_network_report(net: nn.Module, path: str, strict: bool = True) -> LoadR
         The :class:`LoadReport` (loaded / missing / unexpected keys).
 
     Raises:
-        UserError: unreadable file, shape mismatch, missing keys, or unexpected keys with ``strict=True``.
+        UserError: unreadable file, NaN or infinite weights, shape mismatch, missing keys, or unexpected keys with
+            ``strict=True``.
     """
     target = unwrap(net)
     state = read_state_dict(path)
@@ -204,7 +220,7 @@ def load_model(path: str, network_opts: dict | None = None,
         ``(net, network_opts, report)``: the network, the options it was built from, and what was loaded.
 
     Raises:
-        UserError: missing/unreadable checkpoint or one that does not fit.
+        UserError: missing/unreadable checkpoint, one with NaN or infinite weights, or one that does not fit.
     """
     if network_opts is None:
         network_opts = network_options_from_state(read_state_dict(path))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from sdsd.archs import read_state_dict, unwrap
-from sdsd.errors import UserError
+from sdsd.errors import UserError, exception_reason
 from sdsd.exposure import sidecar_path, write_sidecar
 from sdsd.utils.io import atomic_torch_save
 
@@ -256,8 +256,8 @@ def read_training_state(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - report any failure as "not a training state"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"path.resume_state: {path} is not a readable training state ({first[:200]})") from None
+        raise UserError(f"path.resume_state: {path} is not a readable training state "
+                        f"({exception_reason(exc)})") from None
     if not isinstance(state, dict) or "iter" not in state or "optimizers" not in state:
         raise UserError(f"path.resume_state: {path} is not a training state (no 'iter'/'optimizers' entries)")
     return state
