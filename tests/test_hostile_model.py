@@ -245,3 +245,27 @@ def test_the_estimate_bounds_the_measured_peak():
         # 0.72 in tiles. The plan uses MEMORY_SAFETY = 0.8 of the available memory: a peak up to 1.25 times the
         # estimate still fits.
         assert 0.5 * got["estimate"] < got["peak"] <= got["estimate"] / MEMORY_SAFETY, got
+
+
+def test_enhance_tiles_a_clip_too_large_for_the_memory_it_may_use(tiny_state, tmp_path, capsys, monkeypatch):
+    """The audit's 4096x4096 clip died in the allocator; here the budget is made small instead of the clip large
+    (``SDSD_MEMORY_BYTES``): the command tiles by itself, says so in one line, and writes every frame."""
+    path = tmp_path / "tiny_G.pth"
+    torch.save(tiny_state, path)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), (rng.random((200, 240, 3)) * 80).astype(np.uint8))
+    whole = estimate_peak_bytes(TINY["nf"], TINY["nframes"], 240, 208, groups=TINY["groups"])
+    monkeypatch.setenv("SDSD_MEMORY_BYTES", str(int(whole / MEMORY_SAFETY * 0.97)))  # whole frames just miss
+    out = tmp_path / "out"
+    assert enhance_main([str(frames), "-o", str(out), "--model", str(path), "--device", "cpu", "--quiet",
+                         "--runtime", "torch", "--precision", "fp32"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"info: .*frames: frames 240x200 need about .* without tiles, .* available: tiling \d+x\d+", err)
+    assert sorted(os.listdir(out)) == [f"{i:06d}.png" for i in range(5)]
+    monkeypatch.setenv("SDSD_MEMORY_BYTES", "lots")
+    with pytest.raises(SystemExit) as exit_:
+        enhance_main([str(frames), "-o", str(tmp_path / "o2"), "--model", str(path), "--device", "cpu", "--quiet"])
+    assert exit_.value.code == 2 and "SDSD_MEMORY_BYTES='lots' is not a number" in capsys.readouterr().err

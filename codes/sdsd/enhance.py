@@ -263,6 +263,13 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
         source.close()
         raise UserError(f"{input_path}: frame size {info.width}x{info.height} is below the {MIN_SIZE} px minimum; "
                         "upscale it first")
+    try:  # frames too large for memory get tiles chosen before the first one (unless --tile was given)
+        note = engine.fit_tiles(info.width, info.height)
+    except BaseException:
+        source.close()
+        raise
+    if note:
+        print(f"info: {input_path}: {note}", file=sys.stderr)
     total = info.frame_count
     if args.max_frames is not None:
         total = min(total, args.max_frames) if total else args.max_frames

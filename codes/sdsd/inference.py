@@ -315,8 +315,18 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
     """Bytes that a run on ``device`` can still allocate, or ``None`` when this system does not say.
 
     CUDA: the free device memory (``torch.cuda.mem_get_info``) plus what PyTorch's caching allocator holds
-    unused. CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux).
+    unused. CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux). ``$SDSD_MEMORY_BYTES``, when set, is used instead
+    (a budget smaller than the machine's, e.g. on a shared node).
     """
+    budget = os.environ.get("SDSD_MEMORY_BYTES")
+    if budget:
+        try:
+            value = int(float(budget))
+        except (ValueError, OverflowError):
+            raise UserError(f"SDSD_MEMORY_BYTES={budget[:40]!r} is not a number of bytes") from None
+        if value <= 0:
+            raise UserError(f"SDSD_MEMORY_BYTES={budget[:40]!r} must be a positive number of bytes")
+        return value
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
