@@ -296,7 +296,8 @@ def test_seconds_per_frame_and_table(published_run, capsys):
 def test_random_weights_are_not_loaded_silently(tree):
     """The loaded network equals the checkpoint, not a fresh initialisation."""
     opt = {"network_G": {"which_model_G": "denoise_illumination_enhance", **TINY_NET},
-           "path": {"pretrain_model_G": tree["checkpoint"], "strict_load": True}}
+           "path": {"pretrain_model_G": tree["checkpoint"], "strict_load": True}, "runtime": "torch",
+           "conv_backend": "auto"}  # the keys a validated option file always has
     net = engine_from_options(opt, torch.device("cpu")).backend.net
     state = torch.load(tree["checkpoint"], weights_only=True)
     torch.manual_seed(123)

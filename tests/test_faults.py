@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lmdb
 import numpy as np
@@ -253,10 +254,16 @@ def test_item8_stale_temporary_files_are_removed_at_start(tmp_path):
     opt = quiet(tmp_path, niter=1)
     train(load(tmp_path, opt), progress=False)
     exp = tmp_path / "experiments" / "tiny"
-    stale = [exp / "models" / ".2_G.pth.k3j_x9a1.tmp.pth", exp / "training_state" / ".2.state.0abc_def.tmp.state"]
+    # Temporary files of a writer that died (a real process that has exited), as a kill -9 leaves them.
+    made = subprocess.run([sys.executable, "-c", "import sys; from sdsd.utils.io import temp_path_for; "
+                           "[print(temp_path_for(p)) for p in sys.argv[1:]]", str(exp / "models" / "2_G.pth"),
+                           str(exp / "training_state" / "2.state")], check=True, capture_output=True, text=True)
+    stale = [Path(line) for line in made.stdout.split()]
     for path in stale:
         path.write_bytes(b"half a checkpoint")
-    mine = [exp / "models" / "notes.tmp", exp / "models" / ".hidden", exp / "training_state" / "x.tmp.state"]
+    # Files this program did not make survive, including ones named like the temporary files of older versions.
+    mine = [exp / "models" / "notes.tmp", exp / "models" / ".hidden", exp / "training_state" / "x.tmp.state",
+            exp / "models" / ".2_G.pth.k3j_x9a1.tmp.pth", exp / "training_state" / ".2.state.0abc_def.tmp.state"]
     for path in mine:
         path.write_text("not ours")
     out = train(load(tmp_path, opt, ["train.niter=2"]), auto_resume=True, progress=False)

@@ -160,7 +160,7 @@ BAD_CHOICES = {
     "not_an_object": lambda key: json.dumps([VALID]),
     "not_json": lambda key: "{" + json.dumps(key) + ": {\"runtime\": ",
     "nested_too_deep": lambda key: "[" * 200_000 + "]" * 200_000,
-    "huge": lambda key: json.dumps({key: VALID, "padding": "x" * (runtimes.MAX_CHOICES_BYTES + 1)}),
+    "huge": lambda key: json.dumps({key: VALID, "padding": "x" * (runtimes.auto.MAX_CHOICES_BYTES + 1)}),
 }
 
 
@@ -181,7 +181,7 @@ def test_bad_choices_file_is_ignored_then_rewritten(kind, net, frames, built_cac
     with open(path, encoding="utf-8") as f:
         rewritten = json.load(f)
     assert rewritten[key]["runtime"] == auto.describe()["runtime"]
-    assert all(runtimes._valid_choice(v) for v in rewritten.values())
+    assert all(runtimes.auto._valid_choice(v) for v in rewritten.values())
     if kind.startswith(("unknown", "wrong")):
         assert rewritten["another machine"] == VALID  # the good entries stay
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask()  # follows the umask like open(path, "w")
@@ -224,7 +224,7 @@ def test_killed_conversion_leaves_nothing_after_the_next_run(net, tmp_path):
     assert not temps_under(cache) and not os.path.exists(left)
     (versions,) = [d for d in os.listdir(cache) if d.startswith("openvino-")]
     entries = os.listdir(os.path.join(cache, versions))
-    assert len(entries) == 1 and runtimes._entry_valid(os.path.join(cache, versions, entries[0]))
+    assert len(entries) == 1 and runtimes.cache.entry_valid(os.path.join(cache, versions, entries[0]))
 
 
 CONCURRENT = """
@@ -259,7 +259,7 @@ def test_concurrent_writers_of_one_entry_all_succeed(tmp_path):
     assert [p.returncode for p in procs] == [0] * len(procs), results
     folder = os.path.join(str(cache), key)
     assert {out.strip() for out, _ in results} == {folder}
-    assert runtimes._entry_valid(folder) and not temps_under(cache)
+    assert runtimes.cache.entry_valid(folder) and not temps_under(cache)
     assert sorted(os.listdir(folder)) == ["manifest.json", "model.bin"]
 
 
@@ -279,7 +279,7 @@ def test_an_entry_finished_meanwhile_by_another_writer_is_used(tmp_path):
         assert cached_models(key, write("winner"), cache) == (os.path.join(cache, key), True)
 
     folder, built = cached_models(key, slow_build, cache)
-    assert built and runtimes._entry_valid(folder)
+    assert built and runtimes.cache.entry_valid(folder)
     with open(os.path.join(folder, "model.bin"), encoding="utf-8") as f:
         assert f.read() == "winner"
     assert not temps_under(cache)

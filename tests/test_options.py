@@ -145,7 +145,7 @@ BAD_VALUES = [
     ("network_G.w_TSA=yes please", "network_G.w_TSA is 'yes please'; allowed: true or false"),
     ("path.pretrain_model_G=[a]", "path.pretrain_model_G is ['a']; allowed: a path, or null"),
     ("scale=4", "scale is 4; allowed: 1"),
-    ("train.amp=fp8", "train.amp is 'fp8'; allowed: none, bf16, fp16"),
+    ("train.amp=fp8", "train.amp is 'fp8'; allowed: fp32, bf16, fp16 (none = fp32)"),
     ("train.lr_G=-1", "train.lr_G is -1; allowed: a number >= 0"),
     ("train.beta1=1", "train.beta1 is 1; allowed: a number >= 0 and < 1"),
     ("train.nan_policy=ignore", "train.nan_policy is 'ignore'; allowed: stop, skip"),
@@ -318,10 +318,14 @@ def test_precision_modes_are_one_list():
     import torch
 
     from sdsd.options.schema import TRAIN_KEYS
+    from sdsd.runtimes.registry import PRECISIONS
     from sdsd.utils import precision
 
-    assert tuple(TRAIN_KEYS["amp"].check.allowed.split(", ")) == precision.MODES == ("none", "bf16", "fp16")
-    assert precision.dtype("none") is None and precision.dtype(None) is None
+    # One vocabulary: training's amp, the runtimes and sdsd.enhance --precision; `none` is the older fp32.
+    assert precision.MODES == PRECISIONS == ("fp32", "bf16", "fp16")
+    assert TRAIN_KEYS["amp"].check.allowed == "fp32, bf16, fp16 (none = fp32)"
+    assert TRAIN_KEYS["amp"].check("none") == "fp32" and TRAIN_KEYS["amp"].default == "fp32"
+    assert precision.dtype("none") is None and precision.dtype(None) is None and precision.dtype("fp32") is None
     assert precision.dtype("bf16") is torch.bfloat16 and precision.dtype("fp16") is torch.float16
     with pytest.raises(ValueError):
         precision.dtype("fp8")

@@ -122,7 +122,7 @@ def test_corrupt_cache_is_rebuilt_with_one_warning(net, frames, caplog):
         assert backend.prepare(H, W) is True  # converted again, not trusted
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "stale or corrupt" in warnings[0].getMessage()
-    assert runtimes._entry_valid(entry)
+    assert runtimes.cache.entry_valid(entry)
     with torch.no_grad():
         want = net.extract_features(frames[:2])
     assert max_diff(backend.features(frames[:2]), want) <= 1e-4
@@ -181,7 +181,7 @@ def test_unknown_runtime_and_precision_are_user_errors(net):
 
 
 def test_native_bf16_is_read_from_the_cpu():
-    flags = runtimes._cpu_flags()
+    flags = runtimes.machine._cpu_flags()
     if flags:
         assert runtimes.native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"}) or "AMX" in \
             torch.backends.cpu.get_cpu_capability().upper()

@@ -186,7 +186,7 @@ def test_training_without_the_noisy_copy(tmp_path, monkeypatch):
     ("network_G.w_TSA=false", "train.ft_tsa_only=2 needs network_G.w_TSA: true"),
     ("train.lr_scheme=Cosine", "train.lr_scheme is 'Cosine'; allowed: CosineAnnealingLR_Restart"),
     ("train.pixel_criterion=l2", "train.pixel_criterion is 'l2'; allowed: cb"),
-    ("train.amp=fp8", "train.amp is 'fp8'; allowed: none, bf16, fp16"),
+    ("train.amp=fp8", r"train.amp is 'fp8'; allowed: fp32, bf16, fp16 \(none = fp32\)"),
     ("train.restarts=[3, 5]", "train.restart_weights has 1 entries for 2 train.restarts"),
     ("path.resume_state=nowhere.state", "path.resume_state: file not found"),
 ])

@@ -44,7 +44,9 @@ from sdsd.archs.fastconv import CONV_BACKENDS
 from sdsd.color import WHITE_LEVEL_TEXT
 from sdsd.errors import UserError, cli_main
 from sdsd.exposure import ExposureMatcher
-from sdsd.inference import MIN_SIZE, Engine, TorchBackend
+from sdsd.inference import MIN_SIZE, Engine, build_engine
+from sdsd.runtimes.registry import CHOICES as RUNTIME_CHOICES
+from sdsd.runtimes.registry import PRECISION_CHOICES
 from sdsd.utils.io import remove_stale_temps
 
 __all__ = ["PRETRAINED", "resolve_model", "load_engine", "peak_memory_mib", "enhance_one", "enhance_file",
@@ -112,15 +114,10 @@ def load_engine(model: str, opt_path: str | dict | None = None, *, device: torch
         opt = load_option_file(opt_path) if isinstance(opt_path, str) else opt_path
         network_opts, file_backend = opt["network_G"], opt["conv_backend"]
     net, _, _ = load_model(resolve_model(model), network_opts, strict=True)
-    if runtime == "torch" and precision != "auto":
-        backend = TorchBackend(net, device, precision=precision, conv_backend=conv_backend or file_backend)
-    else:
-        from sdsd.runtimes import make_backend
-
-        # An explicit --conv-backend restricts auto's PyTorch candidates; the option file's only sets the default.
-        backend = make_backend(runtime, net, device, precision, conv_backend=conv_backend or file_backend,
-                               frames_hint=frames_hint)
-    return Engine(backend, chunk=batch, batch=batch, tile=tile, overlap=overlap, self_ensemble=self_ensemble)
+    # An explicit --conv-backend restricts auto's PyTorch candidates; the option file's only sets the default.
+    return build_engine(net, device, runtime=runtime, precision=precision, conv_backend=conv_backend or file_backend,
+                        batch=batch, chunk=batch, tile=tile, overlap=overlap, self_ensemble=self_ensemble,
+                        frames_hint=frames_hint)
 
 
 def peak_memory_mib(device: torch.device | None = None) -> tuple[float, float | None]:
@@ -154,14 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="YAML option file whose network_G describes the network (default: read it off the "
                              "checkpoint)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    parser.add_argument("--runtime", choices=("auto", "torch", "openvino", "onnxruntime"), default="auto",
+    parser.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto",
                         help="auto (default): the fastest this machine runs, measured on the first window and "
                              "remembered; torch, openvino or onnxruntime force one")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
                         help="auto (default): the fastest whose output is within 40 dB PSNR of fp32 on the first "
                              "window (bf16 only on CPUs with native bf16; measured with --runtime auto, a fixed "
                              "runtime runs fp32); fp32 forces exact")
-    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="same as --precision")
+    parser.add_argument("--amp", choices=PRECISION_CHOICES[2:], default=None, help="same as --precision")
     parser.add_argument("--conv-backend", choices=CONV_BACKENDS, default=None,
                         help="CPU convolutions: auto (winograd where NNPACK runs, else channels_last), winograd, "
                              "channels_last or nchw; all agree up to float rounding (default: the --opt file's "

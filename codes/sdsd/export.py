@@ -121,9 +121,10 @@ def _check(fmt: str, paths: dict, net, height: int, width: int) -> float:
     import numpy as np
 
     from sdsd import runtimes
+    from sdsd.runtimes.graphs import example_inputs, plain_copy
 
-    net = runtimes._plain_copy(net)
-    x, feats, base = runtimes._examples(net, height, width, frames=2, windows=1)
+    net = plain_copy(net)
+    x, feats, base = example_inputs(net, height, width, frames=2, windows=1)
     with torch.no_grad():
         want = [*net.extract_features(x[:1]), *net.forward_features(tuple(f[:1] for f in feats), base[:1])]
     inputs = ([x[:1].numpy()], [f[:1].numpy() for f in feats] + [base[:1].numpy()])

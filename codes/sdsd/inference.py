@@ -5,9 +5,9 @@ run the network through :class:`Engine`; each adds only what is its own (metrics
 
 What the engine does, in order:
 
-* **Backend**: a :class:`Backend` runs the network's two stages. :class:`TorchBackend` is eager PyTorch on a
-  device with a convolution backend (:mod:`sdsd.archs.fastconv`) and a precision (fp32, or bf16/fp16 autocast).
-  A new runtime is one more class with the same two methods.
+* **Backend**: a :class:`sdsd.runtimes.base.Backend` runs the network's two stages (the runtime layer,
+  :mod:`sdsd.runtimes`: PyTorch, OpenVINO, ONNX Runtime, ``auto``). :func:`build_engine` is the one place an
+  engine is built, for validation, the test scripts and ``sdsd.enhance`` alike.
 * **Features once per frame**: the per-frame stage (``extract_features``: the first convolutions, the residual
   blocks and the pyramid) does not depend on the window, so it runs once per frame and view (flip, tile), in
   chunks of ``chunk`` frames; only the window stage (``forward_features``: alignment, fusion, reconstruction)
@@ -45,10 +45,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcn.cpu import COLUMN_BUFFER_BYTES
-from sdsd.archs.fastconv import prepare_for_inference
 from sdsd.data.windows import index_generation
 from sdsd.errors import UserError
-from sdsd.utils import precision as precision_modes
+from sdsd.runtimes import make_backend
+from sdsd.runtimes.base import Backend, Outputs, TorchBackend
 
 __all__ = [
     "ENSEMBLE_FLIPS",
@@ -56,6 +56,7 @@ __all__ = [
     "Backend",
     "TorchBackend",
     "Engine",
+    "build_engine",
     "engine_from_options",
     "FrameOutput",
     "WorkItem",
@@ -79,87 +80,6 @@ ENSEMBLE_FLIPS: dict[str, tuple[int, ...]] = {
 MULTIPLE = 16  # the network downsamples by 16
 MIN_SIZE = 16
 
-Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-# -- backends -----------------------------------------------------------------------------------------------------
-
-
-class Backend:
-    """How the network's two stages run. Subclasses implement :meth:`features` and :meth:`windows`.
-
-    Attributes:
-        name: the runtime's name (recorded in logs and metrics).
-        precision: ``fp32``, ``bf16`` or ``fp16``.
-        device: where inputs must be.
-        nframes, center: the network's window width and reference index.
-    """
-
-    name = "abstract"
-    precision = "fp32"
-    device: torch.device
-    nframes: int
-    center: int
-
-    def features(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Per-frame pyramid features of ``T x 3 x H x W`` frames: ``(L1, L2, L3)``, each ``T x C x h x w``."""
-        raise NotImplementedError
-
-    def windows(self, feats: tuple[torch.Tensor, ...], base: torch.Tensor) -> Outputs:
-        """``(enhanced, illumination, denoised)``, each ``B x 3 x H x W`` float32, from ``B x N x C x h x w``
-        features and the centre frames ``base`` (``B x 3 x H x W``)."""
-        raise NotImplementedError
-
-    def describe(self) -> dict:
-        """What this backend is, for logs and metrics JSON."""
-        return {"runtime": self.name, "precision": self.precision, "device": str(self.device)}
-
-
-class TorchBackend(Backend):
-    """Eager PyTorch.
-
-    Args:
-        net: an SDSD-Net (``extract_features`` / ``forward_features``); moved to ``device`` and put in eval mode
-            (its training mode is restored by :meth:`close`).
-        device: where to compute (default: the network's device).
-        precision: ``fp32`` (default), ``bf16`` or ``fp16`` (autocast; fp16 needs CUDA).
-        conv_backend: ``auto``, ``winograd``, ``channels_last`` or ``nchw`` (:mod:`sdsd.archs.fastconv`, same
-            numbers up to float rounding), or ``None`` to run the network as it is (validation during training
-            uses the training network unchanged).
-    """
-
-    name = "torch"
-
-    def __init__(self, net: nn.Module, device: torch.device | str | None = None, precision: str = "fp32",
-                 conv_backend: str | None = "auto"):
-        self.device = torch.device(device) if device is not None else next(net.parameters()).device
-        if precision == "fp16" and self.device.type != "cuda":
-            raise UserError("precision fp16 needs a CUDA device; use bf16 on the CPU")
-        self.precision = precision
-        self._was_training = net.training
-        self.net = net.to(self.device).eval()
-        self.conv_backend = (prepare_for_inference(self.net, self.device, conv_backend)
-                             if conv_backend is not None else "as is")
-        self.nframes, self.center = int(net.nframes), int(net.center)
-
-    def _autocast(self):
-        return precision_modes.autocast(self.device, self.precision)
-
-    def features(self, frames):
-        with self._autocast():
-            return self.net.extract_features(frames)
-
-    def windows(self, feats, base):
-        with self._autocast():
-            outs = self.net.forward_features(feats, base)
-        return tuple(o.float() for o in outs)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "conv_backend": self.conv_backend}
-
-    def close(self) -> None:
-        """Give the network back in the training mode it came in."""
-        self.net.train(self._was_training)
 
 
 # -- geometry -----------------------------------------------------------------------------------------------------
@@ -683,34 +603,43 @@ class Engine:
         return pad_to_multiple(x)
 
 
+def build_engine(net: nn.Module, device: torch.device | str, *, runtime: str = "torch", precision: str = "fp32",
+                 conv_backend: str | None = "auto", batch: int = 1, chunk: int | None = None, tile: int = 0,
+                 overlap: int = 64, self_ensemble: bool = False, frames_hint: int | None = None) -> Engine:
+    """The one place an :class:`Engine` is built: ``net`` on the backend of ``runtime`` (a name of
+    :data:`sdsd.runtimes.registry.CHOICES`; :func:`sdsd.runtimes.make_backend`), wrapped in the engine.
+
+    Args:
+        net: an SDSD-Net (loaded weights).
+        device: where to compute.
+        runtime, precision, conv_backend, frames_hint: see :func:`sdsd.runtimes.make_backend` (``conv_backend``
+            ``None`` runs a PyTorch network as it is, as validation during training does).
+        batch, chunk, tile, overlap, self_ensemble: see :class:`Engine` (``chunk`` defaults to ``batch``).
+    """
+    backend = make_backend(runtime, net, device, precision, conv_backend=conv_backend, frames_hint=frames_hint)
+    return Engine(backend, chunk=chunk or batch, batch=batch, tile=tile, overlap=overlap, self_ensemble=self_ensemble)
+
+
 def engine_from_options(opt: dict, device: torch.device, *, self_ensemble: bool = False, batch: int = 1,
                         chunk: int = 4) -> Engine:
     """The engine of an evaluation option file: ``path.pretrain_model_G`` loaded into ``network_G``
-    (``path.strict_load``), on ``device`` with the file's ``runtime`` (default torch; see :mod:`sdsd.runtimes`) and
-    ``conv_backend``, fp32.
+    (``path.strict_load``), on ``device`` with the file's ``runtime`` and ``conv_backend``, fp32 (protocol
+    evaluation is fp32 whatever the runtime, so its numbers stay comparable).
 
     Raises:
         UserError: the checkpoint is not set, missing or does not fit.
     """
     from sdsd.archs import load_model
 
-    path = (opt.get("path") or {}).get("pretrain_model_G")
+    path = opt["path"]["pretrain_model_G"]
     if not path:
         raise UserError("path.pretrain_model_G is not set: point it at the checkpoint to evaluate "
                         "(e.g. --set path.pretrain_model_G=pretrain/indoor_G.pth)")
     if not os.path.isfile(path):
         raise UserError(f"path.pretrain_model_G: checkpoint {path} does not exist; download it or fix the path")
-    net, _, report = load_model(path, opt.get("network_G") or {},
-                                strict=bool(opt["path"].get("strict_load", True)))
-    runtime = opt.get("runtime", "torch")
-    if runtime == "torch":
-        backend = TorchBackend(net, device, conv_backend=opt.get("conv_backend", "auto"))
-    else:
-        from sdsd.runtimes import make_backend
-
-        # Protocol evaluation is fp32 whatever the runtime, so its numbers stay comparable.
-        backend = make_backend(runtime, net, device, "fp32", conv_backend=opt.get("conv_backend", "auto"))
-    engine = Engine(backend, chunk=chunk, batch=batch, self_ensemble=self_ensemble)
+    net, _, report = load_model(path, opt["network_G"], strict=bool(opt["path"]["strict_load"]))
+    engine = build_engine(net, device, runtime=opt["runtime"], precision="fp32", conv_backend=opt["conv_backend"],
+                          batch=batch, chunk=chunk, self_ensemble=self_ensemble)
     engine.checkpoint_keys = report.counts()
     return engine
 

@@ -1,8 +1,14 @@
-"""Name -> class registries, so a YAML file can name a component by ``type``."""
+"""Name -> class registries, so a YAML file can name a component by ``type``.
+
+Each registry knows the module whose import registers its components and imports it (by name) the first time it
+is read, so a reader (the option schema, the protocol presets) never has to import the components' package
+itself: the registry is the one link between them.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 
 from sdsd.errors import UserError
 
@@ -12,11 +18,17 @@ class Registry:
 
     Args:
         kind: what the registry holds ("network", "dataset", ...), used in error messages.
+        module: the module whose import registers the components (imported on the first read).
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, module: str | None = None):
         self.kind = kind
+        self.module = module
         self._items: dict[str, object] = {}
+
+    def _load(self) -> None:
+        if self.module is not None:
+            importlib.import_module(self.module)  # a module being imported right now is returned as it is
 
     def register(self, name: str | None = None, aliases: tuple[str, ...] = ()):
         """Register the decorated object under ``name`` (default: its ``__name__``) and ``aliases``."""
@@ -32,6 +44,7 @@ class Registry:
 
     def get(self, name: str):
         """Return the object registered as ``name``; a :class:`UserError` names the closest valid name."""
+        self._load()
         if name not in self._items:
             close = difflib.get_close_matches(str(name), list(self._items), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(sorted(self._items))})"
@@ -39,13 +52,15 @@ class Registry:
         return self._items[name]
 
     def __contains__(self, name: str) -> bool:
+        self._load()
         return name in self._items
 
     def keys(self):
+        self._load()
         return sorted(self._items)
 
 
-ARCH_REGISTRY = Registry("network")
-DATASET_REGISTRY = Registry("dataset mode")
-LOSS_REGISTRY = Registry("loss")
-SCHEDULER_REGISTRY = Registry("lr_scheme")
+ARCH_REGISTRY = Registry("network", "sdsd.archs")
+DATASET_REGISTRY = Registry("dataset mode", "sdsd.data")
+LOSS_REGISTRY = Registry("loss", "sdsd.losses")
+SCHEDULER_REGISTRY = Registry("lr_scheme", "sdsd.training.schedulers")

@@ -186,19 +186,15 @@ def choice_from(ref: str, null: bool = False) -> Check:
     return _or_null(Check(lambda: ", ".join(_resolve(ref)), check), null)
 
 
-def registered(registry, module: str, null: bool = False) -> Check:
-    """A name registered in ``registry`` once ``module`` (which registers the components) is imported."""
-
-    def names() -> list[str]:
-        importlib.import_module(module)
-        return registry.keys()
+def registered(registry, null: bool = False) -> Check:
+    """A name registered in ``registry`` (which imports its components' module when first read)."""
 
     def check(value):
-        if not isinstance(value, str) or value not in names():
+        if not isinstance(value, str) or value not in registry.keys():
             raise Invalid
         return value
 
-    return _or_null(Check(lambda: ", ".join(names()), check), null)
+    return _or_null(Check(lambda: ", ".join(registry.keys()), check), null)
 
 
 def integer(minimum: int | None = None, maximum: int | None = None, null: bool = False, odd: bool = False) -> Check:

@@ -134,8 +134,7 @@ def dataset_family(block: dict) -> str | None:
     name = block.get("type") or block.get("mode")
     if not name:
         return None
-    from sdsd.data import build_dataset  # noqa: F401  (importing sdsd.data registers the datasets)
-    from sdsd.registry import DATASET_REGISTRY
+    from sdsd.registry import DATASET_REGISTRY  # it imports the datasets' package itself
 
     return getattr(DATASET_REGISTRY.get(name), "family", None)
 

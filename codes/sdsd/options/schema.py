@@ -38,6 +38,7 @@ from sdsd.options.checks import (
 )
 from sdsd.options.presets import DEFAULT_PRESET, PRESET_NAMES
 from sdsd.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, SCHEDULER_REGISTRY
+from sdsd.utils.precision import ALIASES as AMP_ALIASES
 from sdsd.utils.precision import MODES as AMP_MODES
 
 __all__ = ["REQUIRED", "Option", "TOP_KEYS", "DATASET_KEYS", "NETWORK_KEYS", "PATH_KEYS", "TRAIN_KEYS",
@@ -55,7 +56,20 @@ PUBLISHED_MODEL = "denoise_illumination_enhance"
 #: Keys the program sets on the loaded options (never read from a file).
 PROGRAM_KEYS = ("is_train", "dist")
 
-_dataset_name = registered(DATASET_REGISTRY, "sdsd.data", null=True)
+_dataset_name = registered(DATASET_REGISTRY, null=True)
+
+
+def precision_mode() -> Check:
+    """A precision mode of :data:`sdsd.utils.precision.MODES`; an older spelling (``none``) becomes its mode."""
+
+    def check(value):
+        if isinstance(value, str) and value in AMP_ALIASES:
+            return AMP_ALIASES[value]
+        if isinstance(value, bool) or value not in AMP_MODES:
+            raise Invalid
+        return value
+
+    return Check(", ".join(AMP_MODES) + " (none = fp32)", check)
 
 DATASET_KEYS = {
     "name": Option("dataset", "Free-form label used in logs (published).", text("a name")),
@@ -95,9 +109,9 @@ DATASET_KEYS = {
 
 NETWORK_KEYS = {
     "which_model_G": Option(None, f"Network name (published: {PUBLISHED_MODEL}).",
-                            registered(ARCH_REGISTRY, "sdsd.archs")),
+                            registered(ARCH_REGISTRY)),
     "type": Option(None, "Network registry name; an alternative to which_model_G.",
-                   registered(ARCH_REGISTRY, "sdsd.archs")),
+                   registered(ARCH_REGISTRY)),
     "nf": Option(64, "Feature channels; a multiple of groups (published).", positive_int()),
     "nframes": Option(5, "Frames per window (published).", positive_int()),
     "groups": Option(8, "Deformable groups in PCD alignment (published).", positive_int()),
@@ -126,7 +140,7 @@ PATH_KEYS = {
 TRAIN_KEYS = {
     "lr_G": Option(4e-4, "Initial learning rate of Adam (published).", number(minimum=0)),
     "lr_scheme": Option("CosineAnnealingLR_Restart", "Learning-rate schedule (published: CosineAnnealingLR_Restart).",
-                        registered(SCHEDULER_REGISTRY, "sdsd.training.schedulers")),
+                        registered(SCHEDULER_REGISTRY)),
     "beta1": Option(0.9, "Adam beta1 (published).", number(minimum=0, below=1)),
     "beta2": Option(0.99, "Adam beta2 (published).", number(minimum=0, below=1)),
     "weight_decay_G": Option(0.0, "Adam weight decay.", number(minimum=0)),
@@ -143,7 +157,7 @@ TRAIN_KEYS = {
     "lr_gamma": Option(0.5, "MultiStepLR_Restart decay factor.", number(above=0)),
     "clear_state": Option(None, "MultiStepLR_Restart: clear Adam state at restarts.", boolean()),
     "pixel_criterion": Option("cb", "cb (Charbonnier, summed) or l1 (summed) (published).",
-                              registered(LOSS_REGISTRY, "sdsd.losses")),
+                              registered(LOSS_REGISTRY)),
     "pixel_weight": Option(1.0, "Weight of every pixel loss term (published).", number(minimum=0)),
     "illumination_weight": Option(0.5, "Factor of the illumination term l_ill in the total loss (published: 0.5).",
                                   number(minimum=0)),
@@ -156,7 +170,8 @@ TRAIN_KEYS = {
     "val_max_frames": Option(None, "Validate on at most this many frames per scene during training; null = all.",
                              positive_int()),
     "manual_seed": Option(None, "Random seed; null picks one and logs it (published).", integer()),
-    "amp": Option("none", "Mixed precision (fp16 uses a GradScaler).", choice(*AMP_MODES)),
+    "amp": Option("fp32", "Precision of training and validation: fp32, or bf16 / fp16 mixed precision (fp16 uses a "
+                  "GradScaler); `none` is the older name of fp32.", precision_mode()),
     "compile": Option(False, "Wrap the network in torch.compile.", boolean()),
     "nan_policy": Option("stop", "On a non-finite loss: stop (error naming the iteration) or skip (drop the batch).",
                          choice(*NAN_POLICIES)),
@@ -223,9 +238,9 @@ TOP_KEYS = {
                            "PyTorch; auto = winograd on a CPU with NNPACK, else channels_last on a CPU and nchw on "
                            "other devices. All agree up to float rounding (sdsd.archs.fastconv).",
                            choice_from("sdsd.archs.fastconv:CONV_BACKENDS")),
-    "runtime": Option("torch", "Evaluation runtime: torch, openvino, onnxruntime or auto (fastest measured; "
-                      "sdsd.runtimes). Always fp32; torch reproduces the published numbers to the digit, the others "
-                      "within 0.01 dB.", choice("torch", "openvino", "onnxruntime", "auto")),
+    "runtime": Option("torch", "Evaluation runtime: one of sdsd.runtimes.registry, or auto (fastest measured). "
+                      "Always fp32; torch reproduces the published numbers to the digit, the others within 0.01 dB.",
+                      choice_from("sdsd.runtimes.registry:CHOICES")),
     "datasets": Option({}, "One dataset block per phase (train, val, test, ...); see the dataset keys.", mapping),
     "network_G": Option({}, "The network block; see the network keys.", mapping),
     "path": Option({}, "Paths; see the path keys.", mapping),

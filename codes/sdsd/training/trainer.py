@@ -88,8 +88,8 @@ class TrainState:
         return self.dist.device
 
     def autocast(self):
-        """The mixed-precision context of this run (a no-op with ``train.amp: none``)."""
-        return precision.autocast(self.device, self.opt["train"].get("amp"))
+        """The mixed-precision context of this run (a no-op with ``train.amp: fp32``)."""
+        return precision.autocast(self.device, self.opt["train"]["amp"])
 
 
 # -- the steps of a run --------------------------------------------------------------------------------------------
@@ -245,25 +245,25 @@ def build_training(opt: dict, info: DistInfo, resuming: bool = False) -> TrainSt
     """Network (with ``pretrain_model_G`` unless resuming), optimiser, schedule, AMP scaler, objective, wrappers."""
     train_opt = opt["train"]
     model = build_network(opt["network_G"]).to(info.device)
-    pretrain = opt["path"].get("pretrain_model_G")
+    pretrain = opt["path"]["pretrain_model_G"]
     if pretrain and not resuming:
-        load_network(model, pretrain, strict=bool(opt["path"].get("strict_load", True)))
-        logger.info("loaded pretrain_model_G %s (strict_load=%s)", pretrain, opt["path"].get("strict_load"))
+        load_network(model, pretrain, strict=bool(opt["path"]["strict_load"]))
+        logger.info("loaded pretrain_model_G %s (strict_load=%s)", pretrain, opt["path"]["strict_load"])
     # conv_backend (the one memory-format switch; the legacy train.channels_last maps onto it at load): on CPUs
     # auto = NNPACK Winograd for the 3x3 convs' forward and input gradient (sdsd.archs.fastconv); the weights and
     # checkpoints are unchanged, and autocast / torch.compile calls fall back to the plain convolution.
-    backend = apply_conv_backend(model, info.device, opt.get("conv_backend", "auto"))
+    backend = apply_conv_backend(model, info.device, opt["conv_backend"])
     logger.info("conv_backend: %s", backend)
     channels_last = backend == "channels_last"
     optimizer = build_optimizer(model, train_opt)
     scheduler = build_scheduler(optimizer, train_opt)
-    amp = train_opt.get("amp") or "none"
+    amp = train_opt["amp"]
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == "fp16")
     net = model
     if info.world_size > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    if train_opt.get("compile"):
+    if train_opt["compile"]:
         net = torch.compile(net)
     objective = SDSDObjective(train_opt["pixel_criterion"], train_opt["pixel_weight"], unwrap(model).center,
                               train_opt["illumination_weight"], train_opt["noise_weight"])
@@ -311,13 +311,13 @@ def train_step(state: TrainState, batch: dict, iteration: int) -> dict[str, torc
     """
     train_opt = state.opt["train"]
     state.scheduler.step()
-    apply_warmup(state.optimizer, iteration, train_opt.get("warmup_iter", -1), state.scheduler)
+    apply_warmup(state.optimizer, iteration, train_opt["warmup_iter"], state.scheduler)
     apply_ft_tsa_only(state.optimizer, iteration, train_opt.get("ft_tsa_only") or 0)
 
     lq = batch["LQs"].to(state.device, non_blocking=True)
     gt = batch["GT"].to(state.device, non_blocking=True)
     b = lq.shape[0]
-    if train_opt.get("noisy_copy", True):
+    if train_opt["noisy_copy"]:
         both = torch.cat([lq, noisy_copy(lq)], dim=0)
         with state.autocast():
             outputs = state.net(both)
@@ -445,13 +445,12 @@ def run_validation(state: TrainState, dataset, tb: TensorBoardLogger) -> dict:
     from sdsd.evaluation.qualitative import PanelKeeper
     from sdsd.evaluation.quantitative import score
     from sdsd.evaluation.visualize import write_png
-    from sdsd.inference import Engine, TorchBackend
+    from sdsd.inference import build_engine
 
     protocol = check_protocol(state.opt)
-    amp = state.opt["train"].get("amp") or "none"
-    backend = TorchBackend(unwrap(state.model), state.device, precision="fp32" if amp == "none" else amp,
-                           conv_backend=None)
-    engine = Engine(backend, self_ensemble=protocol["self_ensemble"])
+    engine = build_engine(unwrap(state.model), state.device, runtime="torch", precision=state.opt["train"]["amp"],
+                          conv_backend=None, chunk=4, self_ensemble=protocol["self_ensemble"])
+    backend = engine.backend
     keeper = PanelKeeper((dataset.scenes[0], 0) if dataset.scenes else None)  # the qualitative test's panel
     try:
         metrics = score(engine, dataset, protocol, state.dist, consumers=[keeper])

@@ -1,7 +1,8 @@
-"""Mixed-precision modes: the one list of names (``train.amp``, ``sdsd.enhance --amp``) and what each means.
+"""Precision modes: the one list of names (``train.amp``, ``sdsd.enhance --precision``, the runtimes) and what each
+means.
 
-``none`` (also spelled ``fp32``, the name the inference engine records) computes in float32; ``bf16`` and
-``fp16`` run the network under :func:`torch.autocast` with that dtype
+``fp32`` computes in float32 (``none``, the name older option files use for ``train.amp``, means the same);
+``bf16`` and ``fp16`` run the network under :func:`torch.autocast` with that dtype
 (training with ``fp16`` also scales the loss with a GradScaler). torch is imported when a mode is used, so the
 option schema can name the modes without loading it.
 """
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 
-__all__ = ["MODES", "dtype", "autocast"]
+__all__ = ["ALIASES", "MODES", "dtype", "autocast"]
 
 #: Mode names, float32 first.
-MODES = ("none", "bf16", "fp16")
+MODES = ("fp32", "bf16", "fp16")
+#: Older spellings, accepted where option files give a mode: ``{old: mode}``.
+ALIASES = {"none": "fp32"}
 
 
 def dtype(mode: str | None):
-    """The autocast dtype of ``mode`` (``None`` for ``none`` or ``None``).
+    """The autocast dtype of ``mode`` (``None`` for ``fp32``, ``none`` or ``None``).
 
     Raises:
         ValueError: an unknown mode (options are validated before they get here).

@@ -1,0 +1,66 @@
+"""The runtimes the inference engine runs the network on: PyTorch, OpenVINO and ONNX Runtime, and ``auto``.
+
+One layer, one module per concern:
+
+* :mod:`sdsd.runtimes.registry` — the table of runtimes (name, backend class, package, precisions, ``auto``
+  candidates) that the option schema, every command line and ``auto`` read;
+* :mod:`sdsd.runtimes.base` — :class:`Backend` (what a runtime implements) and :class:`TorchBackend`;
+* :mod:`sdsd.runtimes.graphs` — the network's two stages as exported graphs (ONNX, OpenVINO IR);
+* :mod:`sdsd.runtimes.cache` — the on-disk model cache;
+* :mod:`sdsd.runtimes.openvino_backend`, :mod:`sdsd.runtimes.onnxruntime_backend` — the backends of the two
+  optional runtimes, imported (with their packages) only when used;
+* :mod:`sdsd.runtimes.auto` — ``runtime: auto``, the measured choice;
+* :mod:`sdsd.runtimes.machine` — CPU facts read at run time.
+
+Adding a runtime is one backend module plus one entry in :data:`sdsd.runtimes.registry.RUNTIMES`.
+:func:`make_backend` builds a backend by name; :func:`sdsd.inference.build_engine` wraps one in the engine.
+A runtime that is not installed, or refuses the graph, raises :class:`RuntimeUnavailable` (one line naming it);
+``auto`` then leaves it out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sdsd.errors import UserError
+from sdsd.runtimes.auto import MIN_PSNR_DB, AutoBackend, candidates, read_choices
+from sdsd.runtimes.base import Backend, RuntimeUnavailable, TorchBackend, import_runtime, runtime_version
+from sdsd.runtimes.cache import CacheUnavailable, cache_dir, cache_problem, cached_models, is_cached, open_cache
+from sdsd.runtimes.graphs import export_onnx, export_openvino, network_hash
+from sdsd.runtimes.machine import cpu_model, native_bf16
+from sdsd.runtimes.onnxruntime_backend import OnnxRuntimeBackend
+from sdsd.runtimes.openvino_backend import OpenVINOBackend
+from sdsd.runtimes.registry import AUTO, CHOICES, PRECISION_CHOICES, PRECISIONS, RUNTIMES, backend_class
+
+__all__ = ["AUTO", "AutoBackend", "Backend", "CHOICES", "CacheUnavailable", "MIN_PSNR_DB", "OnnxRuntimeBackend",
+           "OpenVINOBackend", "PRECISIONS", "PRECISION_CHOICES", "RUNTIMES", "RuntimeUnavailable", "TorchBackend",
+           "backend_class", "cache_dir", "cache_problem", "cached_models", "candidates", "cpu_model", "export_onnx",
+           "export_openvino", "import_runtime", "is_cached", "make_backend", "native_bf16", "network_hash",
+           "open_cache", "read_choices", "runtime_version"]
+
+
+def make_backend(runtime: str, net: nn.Module, device: torch.device | str = "cpu", precision: str = "fp32",
+                 conv_backend: str | None = "auto", cache: str | None = None,
+                 frames_hint: int | None = None) -> Backend:
+    """The backend ``runtime`` (``torch``, ``openvino``, ``onnxruntime`` or ``auto``) for ``net`` on ``device``.
+
+    ``precision`` is ``fp32``, ``bf16``, ``fp16`` or (``auto`` runtime only) ``auto``: the fastest precision whose
+    output stays within 40 dB PSNR of fp32. ``frames_hint``: the job's expected frame count (``auto`` only; see
+    :class:`AutoBackend`).
+
+    Raises:
+        UserError: an unknown runtime or precision; RuntimeUnavailable: the runtime cannot run here.
+    """
+    if runtime not in CHOICES:
+        raise UserError(f"runtime {runtime!r} is not one of {', '.join(CHOICES)}")
+    if precision not in PRECISION_CHOICES:
+        raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISION_CHOICES)}")
+    device = torch.device(device)
+    if runtime == AUTO:
+        return AutoBackend(net, device, precision, conv_backend=conv_backend, cache=cache, frames_hint=frames_hint)
+    if precision == AUTO:
+        precision = "fp32"
+    if runtime == "torch":
+        return TorchBackend(net, device, precision=precision, conv_backend=conv_backend)
+    return backend_class(runtime)(net, device, precision=precision, cache=cache)
