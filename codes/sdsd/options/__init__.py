@@ -30,7 +30,7 @@ import yaml
 from sdsd.errors import UserError
 from sdsd.options.checks import REQUIRED, Invalid, Option, clip, show, show_key
 from sdsd.options.presets import apply_preset
-from sdsd.options.rules import check_options, check_training
+from sdsd.options.rules import check_options, check_training, require_train_section
 from sdsd.options.schema import (
     DATASET_KEYS,
     LEGACY,
@@ -345,8 +345,7 @@ def validate(opt: dict, source: str = "<options>", is_train: bool = False, world
         checked["phase"] = str(phase).split("_")[0]
         top["datasets"][phase] = checked
     if is_train and not opt.get("train"):
-        raise UserError(f"{source}: the option file has no `train` section; train.py needs train.niter, "
-                        "train.lr_G, ... (see options/train/)")
+        require_train_section(opt, source)  # before the section is filled (a clearer message than "missing niter")
     for section, keys in SECTIONS.items():
         # The train section is only filled (and its required keys enforced) when the file has one or trains.
         fill = section != "train" or "train" in opt or is_train

@@ -192,9 +192,7 @@ def settings(protocol: dict, phase: str, block: dict) -> dict:
     out = dict(protocol)
     out.update({key: copy.deepcopy(block.get(key)) for key in DATASET_SETTINGS})
     wanted = {key: preset.protocol[key] for key in PROTOCOL_SETTINGS}
-    wanted.update(_preset_block(preset, phase, block))
-    if wanted["gt_mean"] is True:
-        wanted["gt_mean"] = preset.gt_mean_rule
+    wanted.update(_preset_block(preset, phase, block))  # (a preset's own gt_mean is never `true`)
     out["overrides"] = {key: out[key] for key, value in wanted.items() if _canonical(key, out[key]) !=
                         _canonical(key, value)}
     return out

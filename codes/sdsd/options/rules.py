@@ -58,6 +58,18 @@ def check_options(opt: dict, source: str = "<options>") -> None:
                         "must divide it (each deformable group takes nf / groups channels); change nf or groups")
 
 
+def require_train_section(opt: dict, source: str = "<options>") -> None:
+    """The one rule for a file that trains without a ``train`` section (raw options, or checked ones).
+
+    Raises:
+        UserError: no ``train`` section, or one without ``niter``.
+    """
+    train = opt.get("train") or {}
+    if not train or train.get("niter") is None:
+        raise UserError(f"{source}: the option file has no `train` section; train.py needs train.niter, train.lr_G, "
+                        "... (see options/train/)")
+
+
 def check_training(opt: dict, world_size: int | None = None, source: str = "<options>") -> None:
     """The rules ``train.py`` adds: a train section and block, a batch that divides among the processes, crops the
     network accepts, a schedule with one period per segment and one weight per restart, TSA for ``ft_tsa_only``.
@@ -72,9 +84,7 @@ def check_training(opt: dict, world_size: int | None = None, source: str = "<opt
     """
     world_size = env_world_size() if world_size is None else world_size
     train = opt.get("train") or {}
-    if not train or train.get("niter") is None:
-        raise UserError(f"{source}: the option file has no `train` section; train.py needs train.niter, train.lr_G, "
-                        "... (see options/train/)")
+    require_train_section(opt, source)
     data = (opt.get("datasets") or {}).get("train")
     if data is None:
         raise UserError(f"{source}: the option file has no datasets.train block; train.py needs training data")
