@@ -192,7 +192,7 @@ def test_torchrun_unequal_shares_under_a_short_timeout(tmp_path):
     3 s: the process with the long clip finishes many seconds after the other, and nothing times out."""
     folder = tmp_path / "clips"
     folder.mkdir()
-    make_video(str(folder / "a_long.mp4"), make_frames(150, 64, 96, seed=9), audio=None)
+    make_video(str(folder / "a_long.mp4"), make_frames(400, 64, 96, seed=9), audio=None)
     for k in range(4):
         make_video(str(folder / f"short{k}.mp4"), make_frames(3, 32, 48, seed=k), audio=None)
     torch.manual_seed(0)
@@ -214,7 +214,7 @@ def test_torchrun_unequal_shares_under_a_short_timeout(tmp_path):
     assert done.stdout.count("5 inputs: 5 done") == 1
     assert sorted(os.listdir(out)) == [arc.RECORD_FOLDER, "a_long.mp4", *[f"short{k}.mp4" for k in range(4)],
                                        "summary.json"]
-    assert count(out / "a_long.mp4") == 150
+    assert count(out / "a_long.mp4") == 400
 
 
 @pytest.mark.soak
