@@ -21,7 +21,6 @@ the summary); 2 a usage error (nothing was done); 130 interrupted; 1 an unexpect
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -211,14 +210,6 @@ def input_identity(path: str) -> dict:
     return ident
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 #: The settings of ``sdsd.enhance`` that change an output's pixels, frames or streams (not its speed).
 PIXEL_SETTINGS = ("exposure_target", "padding", "self_ensemble", "tile", "tile_overlap", "max_frames", "compare",
                   "fps", "crf", "codec", "bit_depth", "colorspace", "color_range", "no_audio", "runtime",
@@ -227,6 +218,8 @@ PIXEL_SETTINGS = ("exposure_target", "padding", "self_ensemble", "tile", "tile_o
 
 def job_key(args, checkpoint: str) -> dict:
     """The part of a completion record that must match for an output to count as finished by this job."""
+    from sdsd.utils.io import file_sha256
+
     key = {"checkpoint_sha256": file_sha256(checkpoint)}
     opt = getattr(args, "opt", None)
     if isinstance(opt, dict):

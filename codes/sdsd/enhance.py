@@ -412,8 +412,6 @@ def enhance_archive(args, files: list[str]) -> dict:
     set_exposure(args)
     os.makedirs(args.output, exist_ok=True)
     queue = archive.WorkQueue(len(files))
-    from sdsd.utils.io import remove_stale_temps
-
     for folder in (args.output, os.path.join(args.output, archive.RECORD_FOLDER)):
         for stale in remove_stale_temps(folder):
             print(f"removed {stale}, left by an interrupted run", file=sys.stderr)

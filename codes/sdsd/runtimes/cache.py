@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from sdsd.runtimes.registry import RUNTIMES
 from sdsd.utils.io import (
     OWNER_RECORD,
     atomic_folder,
+    file_sha256,
     fsync_file,
     make_folder,
     move_aside,
@@ -111,14 +111,6 @@ def open_cache(cache: str | None = None) -> str:
     return root
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def entry_valid(folder: str) -> bool:
     """Whether ``folder`` is a complete cache entry: a manifest listing files of this folder, all with their
     recorded SHA-256."""
@@ -127,7 +119,7 @@ def entry_valid(folder: str) -> bool:
             manifest = json.load(f)
         files = manifest["files"]
         return (bool(files) and all(isinstance(name, str) and os.path.basename(name) == name for name in files)
-                and all(_sha256(os.path.join(folder, name)) == digest for name, digest in files.items()))
+                and all(file_sha256(os.path.join(folder, name)) == digest for name, digest in files.items()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return False
 
@@ -160,7 +152,7 @@ def cached_models(key: str, build, cache: str | None = None) -> tuple[str, bool]
                 os.remove(folder)  # atomic_folder replaces folders only
         with atomic_folder(folder) as tmp:
             build(tmp)
-            files = {name: _sha256(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))
+            files = {name: file_sha256(os.path.join(tmp, name)) for name in sorted(os.listdir(tmp))
                      if name != OWNER_RECORD}
             with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
                 json.dump({"key": key, "files": files, "created": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=1)

@@ -48,6 +48,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "commit",
+    "file_sha256",
     "fsync_file",
     "fsync_folder",
     "is_our_temp",
@@ -201,6 +202,15 @@ def _owned_folder(path: str) -> bool:
             return fh.read(4096) == os.path.basename(path)
     except (OSError, UnicodeDecodeError):
         return False
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_file(path: str) -> None:
