@@ -313,3 +313,147 @@ def test_white_level_exposes_every_scene_alike(tiny, tmp_path):
         synthesize(tmp_path / "bad", workers=1, white_level=1.5, **TINY)
     bad = _run_cli(str(tmp_path / "bad2"), "--white-level", "0")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --white-level")
+
+
+# -- the camera distribution (--cameras) ------------------------------------------------------------------------------
+
+#: SHA-256 over (relative path, bytes) of every frame of the TINY dataset, and of the first two scenes of the demo's
+#: dataset (``sdsd.demo.DATA``, 2 frames each), as the code made them before camera distributions existed.
+TINY_FRAMES_SHA256 = "5134bb3f39ec3d430e75fd7e786a0a5c8e44b7e700e662264770355f6c7b2fcc"
+DEMO_FRAMES_SHA256 = "d8a3b31ce0006857396a829b64e374955a64d5fd7edb1191196044a5f8166292"
+WILD = {**TINY, "scenes": 8, "frames": 3, "size": (48, 64), "cameras": "wild"}
+
+
+def _frames_sha256(root: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.npy")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def wild(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("wild") / "data"
+    return out, synthesize(out, workers=1, **WILD)
+
+
+def test_default_dataset_and_the_demos_are_byte_identical_to_before(tiny, tmp_path):
+    from sdsd.demo import DATA
+
+    out, summary = tiny
+    assert _frames_sha256(out) == TINY_FRAMES_SHA256
+    assert "scene_cameras" not in summary and "cameras" not in summary["params"]
+    synthesize(tmp_path / "demo", workers=1, verbose=False, **{**DATA, "scenes": 2, "test_scenes": 1, "frames": 2})
+    assert _frames_sha256(tmp_path / "demo") == DEMO_FRAMES_SHA256
+    # The bench's gamma camera through the generalised camera model: the legacy expressions, byte for byte.
+    clip = np.random.default_rng(5).integers(0, 256, (2, 16, 24, 3), dtype=np.uint8)
+    low, _ = degrade_clip(clip, np.random.default_rng(1), exposure=(0.05, 0.05), shot_noise=3e-3, gamma=2.2)
+    rng = np.random.default_rng(1)  # single values draw nothing: the noise is the generator's first draws
+    x = (((np.arange(256, dtype=np.float32) / 255.0) ** np.float32(2.2))[clip] * np.float32(0.05)).clip(0, 1)
+    x = (rng.poisson(x / 3e-3) * 3e-3).astype(np.float32)
+    x += np.float32(1e-3) * rng.standard_normal(size=x.shape, dtype=np.float32)
+    assert np.array_equal(low, np.round(np.clip(x, 0, 1) ** np.float32(1 / 2.2) * 255).astype(np.uint8))
+
+
+def test_cameras_drawn_per_scene_recorded_and_within_ranges(wild):
+    from sdsd.tools.synthesize import CAMERA_DISTRIBUTIONS, white_level
+
+    out, summary = wild
+    dist = CAMERA_DISTRIBUTIONS["wild"]
+    assert summary["params"]["cameras"] == dist and summary["params"]["cameras_name"] == "wild"
+    cams = summary["scene_cameras"]
+    assert list(cams) == summary["scenes"]
+    assert json.loads((out / "summary.json").read_text())["scene_cameras"] == cams
+    for scene, cam in cams.items():
+        assert cam["response"] in dist["responses"]
+        if cam["response"] == "gamma":
+            assert dist["gamma"][0] <= cam["response_param"] <= dist["gamma"][1]
+        elif cam["response"] == "log":
+            assert dist["log"][0] <= cam["response_param"] <= dist["log"][1]
+        else:
+            assert cam["response_param"] is None
+        for key in ("exposure", "shot_noise", "read_noise", "white_level"):
+            assert dist[key][0] <= cam[key] <= dist[key][1], (scene, key)
+        assert dist["color_cast"][0] <= cam["color_cast"] <= dist["color_cast"][1]
+        assert np.prod(cam["gains"]) == pytest.approx(1.0)
+        assert max(cam["gains"]) / min(cam["gains"]) <= np.exp(2 * cam["color_cast"]) + 1e-9
+        gt = np.stack([np.load(out / "GT" / scene / f"{i:04d}.npy") for i in range(WILD["frames"])])
+        assert cam["gt_white_level"] == pytest.approx(white_level(gt))
+        assert cam["gt_white_level"] <= cam["white_level"] * 1.03
+    # Drawn per scene: the values differ between scenes (8 scenes, three curves).
+    assert len({c["response"] for c in cams.values()}) >= 2
+    assert len({round(c["exposure"], 6) for c in cams.values()}) == len(cams)
+    assert len({round(c["shot_noise"], 9) for c in cams.values()}) == len(cams)
+
+
+def test_camera_of_a_scene_is_what_its_frames_show(wild, tiny):
+    """The input of a scene is its ground truth under the recorded camera (noise apart), and the content is the
+    default dataset's (the camera has its own random generator)."""
+    from sdsd import color
+    from sdsd.tools.synthesize import expose
+
+    out, summary = wild
+    for scene, cam in list(summary["scene_cameras"].items())[:4]:
+        gt = np.load(out / "GT" / scene / "0000.npy")
+        low = np.load(out / "input" / scene / "0000.npy")
+        clean = expose(gt[None], np.random.default_rng(0), exposure=cam["exposure"], gains=cam["gains"],
+                       shot_noise=0, read_noise=0, response=(cam["response"], cam["response_param"]))[0]
+        lin = (color.response_lut(cam["response"], cam["response_param"])[low].mean((0, 1)),
+               color.response_lut(cam["response"], cam["response_param"])[clean].mean((0, 1)))
+        np.testing.assert_allclose(lin[0], lin[1], rtol=0.15, atol=2e-4)  # zero-mean noise around the clean exposure
+    # Same content as the default camera's dataset of the same seed (sizes differ, so render one scene again).
+    from sdsd.tools.synthesize import render_image_scene
+
+    clip = render_image_scene(0, WILD["frames"], WILD["size"], WILD["seed"])
+    gt = np.load(out / "GT" / "scene001" / "0000.npy").astype(float)
+    assert np.corrcoef(gt.ravel(), clip[0].astype(float).ravel())[0, 1] > 0.98  # the same photo, rescaled
+
+
+def test_cameras_reproducible_from_the_seed_and_resumable(wild, tmp_path):
+    out, summary = wild
+    again = synthesize(tmp_path / "again", workers=2, **WILD)
+    assert _tree_bytes(tmp_path / "again") == _tree_bytes(out) and again == summary
+    other = synthesize(tmp_path / "other", workers=1, **{**WILD, "seed": 8})
+    assert other["scene_cameras"]["scene001"] != summary["scene_cameras"]["scene001"]
+    assert synthesize(out, workers=1, **WILD) == summary  # complete: returned as it is
+    with pytest.raises(StaleDatasetError, match="cameras"):
+        synthesize(out, workers=1, **{**WILD, "camera_ranges": {"exposure": (0.02, 0.03)}})
+
+
+def test_camera_ranges_override_and_bad_ones_are_user_errors(tmp_path):
+    narrow = {"exposure": (0.05, 0.05), "shot_noise": (2e-3, 2e-3), "responses": ["gamma"], "gamma": (2.0, 2.0)}
+    summary = synthesize(tmp_path / "n", workers=1, **{**WILD, "scenes": 3, "camera_ranges": narrow})
+    for cam in summary["scene_cameras"].values():
+        assert cam["response"] == "gamma" and cam["response_param"] == 2.0
+        assert cam["exposure"] == 0.05 and cam["shot_noise"] == 2e-3
+    # One range changed leaves the other draws as they were.
+    base = synthesize(tmp_path / "b", workers=1, **{**WILD, "scenes": 3})
+    moved = synthesize(tmp_path / "m", workers=1, **{**WILD, "scenes": 3, "camera_ranges": {"exposure": (0.02, 0.03)}})
+    for a, b in zip(base["scene_cameras"].values(), moved["scene_cameras"].values()):
+        assert a["shot_noise"] == b["shot_noise"] and a["response"] == b["response"] and a["exposure"] != b["exposure"]
+    for bad, match in (({"exposure": (0.1, 2.0)}, "exposure"), ({"shot_noise": (-1, 1e-3)}, "shot_noise"),
+                       ({"focus": (1, 2)}, "unknown key"), ({"responses": ["sepia"]}, "unknown curve")):
+        with pytest.raises(UserError, match=match):
+            synthesize(tmp_path / "bad", workers=1, **{**WILD, "camera_ranges": bad})
+    with pytest.raises(UserError, match="drop --exposure"):
+        synthesize(tmp_path / "bad", workers=1, **{**WILD, "exposure": (0.01, 0.02)})
+    with pytest.raises(UserError, match="--white-level"):
+        synthesize(tmp_path / "bad", workers=1, **{**WILD, "white_level": 0.9})
+    with pytest.raises(UserError, match="add --cameras"):
+        synthesize(tmp_path / "bad", workers=1, **{**TINY, "camera_ranges": {"exposure": (0.02, 0.03)}})
+
+    out = tmp_path / "cli"
+    done = _run_cli(str(out), "--scenes", "2", "--test-scenes", "1", "--frames", "2", "--size", "32", "48",
+                    "--cameras", "wild", "--camera-range", "read_noise", "1e-4", "2e-4", "--camera-curves", "log",
+                    "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    cams = json.loads((out / "summary.json").read_text())["scene_cameras"]
+    assert all(c["response"] == "log" and 1e-4 <= c["read_noise"] <= 2e-4 for c in cams.values())
+    for args, text in ((["--cameras", "tame"], "--cameras"), (["--cameras", "wild", "--color-cast", "0.2"],
+                                                              "--color-cast"),
+                       (["--cameras", "wild", "--camera-range", "exposure", "a", "b"], "must be numbers")):
+        bad = _run_cli(str(tmp_path / "x"), *args)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and text in bad.stderr, bad.stderr

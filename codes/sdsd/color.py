@@ -5,6 +5,10 @@
   (IEC 61966-2-1) in both.
 * :data:`LINEAR_LUT` is the linear value of each uint8 code, from the NumPy curve in float32; :func:`to_linear`
   decodes a frame with it (uint8) or with the curve (floats).
+* :func:`encode` and :func:`decode` are a family of camera response curves (:data:`RESPONSES`: ``srgb``,
+  ``gamma`` (a pure power law), ``log`` (a log-like, filmic curve) and ``bt709``), NumPy and torch alike, with a
+  parameter that may be an array or tensor broadcasting against the values (one curve per sample of a batch);
+  :func:`response_lut` is the uint8 -> linear table of any of them.
 * :func:`white_level` is the brightness statistic that training records (``sdsd.exposure.summarize``), that video
   matching aims at (``sdsd.exposure.ExposureMatcher``) and that ``sdsd.tools.synthesize --white-level`` sets.
 
@@ -80,6 +84,109 @@ def to_linear(frame: np.ndarray) -> np.ndarray:
     if frame.dtype == np.uint8:
         return LINEAR_LUT[frame]
     return srgb_to_linear(frame)
+
+
+# -- camera response curves ---------------------------------------------------------------------------------------
+
+#: The response curves :func:`encode` and :func:`decode` know, with what their parameter means and its default:
+#: ``srgb`` (IEC 61966-2-1, no parameter), ``gamma`` (``v = y ** (1 / g)``, the parameter ``g``), ``log``
+#: (``v = log(1 + c y) / log(1 + c)``, the parameter ``c``: a log curve with a linear toe at black and a soft shoulder,
+#: like the log and filmic profiles of video cameras) and ``bt709`` (the ITU-R BT.709 camera curve, no parameter).
+RESPONSES = {"srgb": None, "gamma": 2.2, "log": 16.0, "bt709": None}
+
+
+def check_response(kind: str, param=None) -> None:
+    """Raise ``ValueError`` unless ``kind`` is one of :data:`RESPONSES` with a usable parameter (``gamma`` > 0,
+    ``log`` > 0; every value of an array parameter)."""
+    if kind not in RESPONSES:
+        raise ValueError(f"unknown response curve {kind!r}; known: {', '.join(RESPONSES)}")
+    if RESPONSES[kind] is None or param is None:
+        return
+    values = param.detach().cpu().numpy() if _is_tensor(param) else np.asarray(param, dtype=np.float64)
+    if not (np.all(np.isfinite(values)) and np.all(values > 0)):
+        raise ValueError(f"the {kind} curve needs a finite parameter > 0")
+
+
+def _param(kind: str, param):
+    return RESPONSES[kind] if param is None else param
+
+
+def encode(linear, kind: str = "srgb", param=None):
+    """A camera's response curve: linear light in [0, 1] -> encoded values in [0, 1] (clipped to [0, 1] first).
+
+    Args:
+        linear: a NumPy array (or anything :func:`numpy.asarray` reads; computed and returned in float32), or a
+            torch tensor (returned in its dtype on its device).
+        kind: one of :data:`RESPONSES`.
+        param: the curve's parameter (default :data:`RESPONSES`'s); a number, or an array/tensor broadcasting
+            against ``linear`` (for example ``N x 1 x 1 x 1`` for one curve per clip of a batch).
+    """
+    check_response(kind, param)
+    p = _param(kind, param)
+    if kind == "srgb":
+        return linear_to_srgb(linear)
+    if _is_tensor(linear):
+        import torch
+
+        y = linear.clamp(0, 1)
+        if kind == "gamma":
+            return y.clamp_min(1e-12) ** (1.0 / torch.as_tensor(p, dtype=y.dtype, device=y.device)) * (y > 0)
+        if kind == "log":
+            c = torch.as_tensor(p, dtype=y.dtype, device=y.device)
+            return torch.log1p(c * y) / torch.log1p(c)
+        return torch.where(y < 0.018, 4.5 * y, 1.099 * y.clamp_min(1e-12) ** 0.45 - 0.099)
+    y = np.clip(np.asarray(linear, dtype=np.float32), 0.0, 1.0)
+    if kind == "gamma":
+        # One value: the exponent rounded once to float32, the power taken in float32 (synthesized bytes depend on it).
+        return (y ** (1.0 / np.asarray(p, dtype=np.float64)).astype(np.float32)).astype(np.float32)
+    if kind == "log":
+        c = np.asarray(p, dtype=np.float64)
+        return (np.log1p(c * y) / np.log1p(c)).astype(np.float32)
+    return np.where(y < 0.018, 4.5 * y, 1.099 * np.power(y, 0.45) - 0.099).astype(np.float32)
+
+
+def decode(encoded, kind: str = "srgb", param=None):
+    """The inverse of :func:`encode`: encoded values in [0, 1] -> linear light in [0, 1] (clipped first); types
+    and ``param`` as there."""
+    check_response(kind, param)
+    p = _param(kind, param)
+    if kind == "srgb":
+        return srgb_to_linear(encoded)
+    if _is_tensor(encoded):
+        import torch
+
+        v = encoded.clamp(0, 1)
+        if kind == "gamma":
+            return v.clamp_min(1e-12) ** torch.as_tensor(p, dtype=v.dtype, device=v.device) * (v > 0)
+        if kind == "log":
+            c = torch.as_tensor(p, dtype=v.dtype, device=v.device)
+            return torch.expm1(v * torch.log1p(c)) / c
+        return torch.where(v < 0.081, v / 4.5, ((v + 0.099) / 1.099) ** (1 / 0.45))
+    v = np.clip(np.asarray(encoded, dtype=np.float32), 0.0, 1.0)
+    if kind == "gamma":
+        return (v ** np.asarray(p, dtype=np.float64).astype(np.float32)).astype(np.float32)
+    if kind == "log":
+        c = np.asarray(p, dtype=np.float64)
+        return (np.expm1(v * np.log1p(c)) / c).astype(np.float32)
+    return np.where(v < 0.081, v / 4.5, np.power((v + 0.099) / 1.099, 1 / 0.45)).astype(np.float32)
+
+
+def response_lut(kind: str = "srgb", param=None) -> np.ndarray:
+    """The linear value of each uint8 code under a response curve (:func:`decode` of ``code / 255`` in float32);
+    :data:`LINEAR_LUT` itself for ``srgb``. ``param`` is one number here."""
+    if kind == "srgb":
+        return LINEAR_LUT
+    if param is not None and np.ndim(param) != 0:
+        raise ValueError("response_lut takes one parameter value, not an array")
+    return decode(np.arange(256, dtype=np.float32) / np.float32(255), kind, param)
+
+
+def describe_response(kind: str, param=None) -> str:
+    """A response curve in a few words, e.g. ``gamma 2.2`` or ``log c=16``."""
+    if RESPONSES.get(kind) is None:
+        return kind
+    p = float(_param(kind, param))
+    return f"gamma {p:.3g}" if kind == "gamma" else f"log c={p:.3g}"
 
 
 # -- the white level ---------------------------------------------------------------------------------------------

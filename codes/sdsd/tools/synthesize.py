@@ -46,6 +46,15 @@ Degradation (per scene, a simple physical camera model), applied to the clean ui
    it log-uniformly per scene (uniformly when ``MIN`` is 0), as ``--exposure`` does;
 5. re-apply the sRGB transfer curve and quantise to uint8.
 
+Camera distribution (optional, ``--cameras wild``): instead of the one camera above, each scene gets its own camera
+drawn from a distribution (:data:`CAMERA_DISTRIBUTIONS`): a response curve (``sdsd.color.encode``: sRGB, a power
+law of gamma 1.8-2.6, or a log-like curve), an exposure, shot and read noise (log-uniform), a colour cast and the
+white level its ground truth is exposed to (as ``--white-level`` does, per scene). The clean scene is decoded
+with the camera's own curve (its ground truth is what that camera records when well exposed) and the noisy linear
+values encoded with it again. Every drawn value is recorded per scene in ``summary.json`` (``scene_cameras``).
+``--camera-range KEY MIN MAX`` and ``--camera-curves`` change the distribution's ranges; why its ranges are what
+they are: docs/demo-and-real-footage.md, "Camera distribution".
+
 Everything is drawn from ``--seed`` and the scene index alone, so the same parameters give the same bytes
 whatever ``--workers`` is. Rerunning with the same parameters into a complete folder returns at once; a
 folder left half-written by an interrupted run is completed.
@@ -151,6 +160,7 @@ def degrade_clip(
     read_noise: float | tuple[float, float] = DEFAULT_READ_NOISE,
     color_cast: float = DEFAULT_COLOR_CAST,
     gamma: float | None = None,
+    response: tuple[str, float | None] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Turn clean frames into low-light frames with the camera model in the module docstring.
 
@@ -163,7 +173,9 @@ def degrade_clip(
         read_noise: standard deviation ``b`` of the Gaussian noise, same unit, or a ``(min, max)`` range.
         color_cast: half-width ``s`` of the log-gain range per channel; 0 disables the cast.
         gamma: ``None`` for the sRGB transfer curve (the module's camera), or a pure power law ``x ** (1 / gamma)``
-            for another camera (linearised with the same law).
+            for another camera (linearised with the same law); shorthand for ``response=("gamma", gamma)``.
+        response: ``(kind, parameter)`` of the camera's response curve (:func:`sdsd.color.encode`); the clean frames
+            are decoded with it and the noisy linear values encoded with it.
 
     Returns:
         ``(low, info)``: the degraded uint8 frames (same shape) and ``{"exposure": k, "gains": [g0, g1, g2],
@@ -174,22 +186,116 @@ def degrade_clip(
     gains = np.exp(log_gains - log_gains.mean())
     # Drawn after the exposure and cast, and only for ranges: single values give the bytes they always gave.
     a, b = draw(rng, shot_noise), draw(rng, read_noise)
-    if gamma is None:
-        linear = LINEAR_LUT
-    else:
-        linear = (np.arange(256, dtype=np.float32) / 255.0) ** np.float32(gamma)
-    x = linear[frames] * (k * gains).astype(np.float32)
-    np.clip(x, 0.0, 1.0, out=x)  # a channel pushed past full scale by the cast saturates like a sensor
-    if a > 0:
-        x = (rng.poisson(x / a) * a).astype(np.float32)
-    if b > 0:
-        x += np.float32(b) * rng.standard_normal(size=x.shape, dtype=np.float32)
-    if gamma is None:
-        encoded = linear_to_srgb(x)
-    else:
-        encoded = np.clip(x, 0.0, 1.0) ** np.float32(1.0 / gamma)
-    low = np.round(encoded * 255.0).astype(np.uint8)
+    if response is None:
+        response = ("srgb", None) if gamma is None else ("gamma", gamma)
+    low = expose(frames, rng, exposure=k, gains=gains, shot_noise=a, read_noise=b, response=response)
     return low, {"exposure": k, "gains": [float(g) for g in gains], "shot_noise": a, "read_noise": b}
+
+
+def expose(frames: np.ndarray, rng: np.random.Generator, *, exposure: float, gains, shot_noise: float,
+           read_noise: float, response: tuple[str, float | None] = ("srgb", None)) -> np.ndarray:
+    """The camera model of the module docstring with every parameter given: ``frames`` (uint8) decoded with the
+    ``response`` curve, multiplied by ``exposure * gains`` (per channel), Poisson-Gaussian noise drawn from ``rng``,
+    clipped, encoded with the same curve and quantised to uint8."""
+    linear = color.response_lut(*response)
+    x = linear[frames] * (exposure * np.asarray(gains, dtype=np.float64)).astype(np.float32)
+    np.clip(x, 0.0, 1.0, out=x)  # a channel pushed past full scale by the cast saturates like a sensor
+    if shot_noise > 0:
+        x = (rng.poisson(x / shot_noise) * shot_noise).astype(np.float32)
+    if read_noise > 0:
+        x += np.float32(read_noise) * rng.standard_normal(size=x.shape, dtype=np.float32)
+    return np.round(color.encode(x, *response) * 255.0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------- camera distributions
+#: Named distributions of cameras for ``--cameras``: per scene one camera is drawn from it (:func:`draw_camera`).
+#: ``responses`` are drawn with equal odds; ``gamma`` (uniform) and ``log`` (the curve's ``c``, log-uniform) are the
+#: parameter ranges of those curves; ``exposure``, ``shot_noise`` and ``read_noise`` are log-uniform;
+#: ``color_cast`` is the range (uniform) of the half-width ``s`` of the channel log-gains ``U(-s, s)``;
+#: ``white_level`` (uniform) is the white level each clean scene is exposed to (its ground truth's). Why these
+#: ranges: docs/demo-and-real-footage.md, "Camera distribution".
+CAMERA_DISTRIBUTIONS = {
+    "wild": {
+        "responses": ["srgb", "gamma", "log"],
+        "gamma": [1.8, 2.6],
+        "log": [4.0, 64.0],
+        "exposure": [0.015, 0.15],
+        "shot_noise": [3e-4, 5e-3],
+        "read_noise": [3e-4, 5e-3],
+        "color_cast": [0.0, 0.15],
+        "white_level": [0.75, 0.95],
+    },
+}
+#: The keys of a camera distribution that hold a numeric ``[min, max]`` range.
+CAMERA_RANGES = ("gamma", "log", "exposure", "shot_noise", "read_noise", "color_cast", "white_level")
+
+
+def camera_distribution(name: str, overrides: dict | None = None) -> dict:
+    """The distribution called ``name`` (:data:`CAMERA_DISTRIBUTIONS`) with ``overrides`` (``{key: [min, max]}``
+    for the ranges, ``{"responses": [kind, ...]}``) applied and checked.
+
+    Raises:
+        UserError: an unknown name, key or curve, or a range outside what the camera model takes.
+    """
+    if name not in CAMERA_DISTRIBUTIONS:
+        raise UserError(f"--cameras {name!r}: unknown camera distribution; known: {', '.join(CAMERA_DISTRIBUTIONS)}")
+    dist = json.loads(json.dumps(CAMERA_DISTRIBUTIONS[name]))
+    for key, value in (overrides or {}).items():
+        if key == "responses":
+            kinds = [str(v) for v in value]
+            unknown = [k for k in kinds if k not in color.RESPONSES]
+            if not kinds or unknown:
+                raise UserError(f"--camera-curves: unknown curve(s) {', '.join(unknown) or '(none given)'}; "
+                                f"known: {', '.join(color.RESPONSES)}")
+            dist["responses"] = kinds
+            continue
+        if key not in CAMERA_RANGES:
+            raise UserError(f"--camera-range {key}: unknown key; known: {', '.join(CAMERA_RANGES)}")
+        lo, hi = as_range(value)
+        dist[key] = [lo, hi]
+    for key in CAMERA_RANGES:
+        lo, hi = dist[key]
+        positive = key not in ("color_cast",)
+        ok = math.isfinite(lo) and math.isfinite(hi) and lo <= hi and (lo > 0 if positive else lo >= 0)
+        if key in ("exposure", "white_level"):
+            ok = ok and hi <= 1
+        if not ok:
+            bound = "0 < MIN <= MAX <= 1" if key in ("exposure", "white_level") else (
+                "0 < MIN <= MAX" if positive else "0 <= MIN <= MAX")
+            raise UserError(f"--camera-range {key} {lo} {hi}: needs finite {bound}")
+    return dist
+
+
+def draw_camera(rng: np.random.Generator, dist: dict) -> dict:
+    """One camera drawn from ``dist`` (:func:`camera_distribution`): ``{"response", "response_param", "exposure",
+    "color_cast", "gains", "shot_noise", "read_noise", "white_level"}``.
+
+    Every range is drawn whatever the curve (in a fixed order), so two distributions that differ in one range draw
+    the same values for the others.
+    """
+    kinds = dist["responses"]
+    kind = kinds[int(rng.integers(len(kinds)))]
+    gamma = float(rng.uniform(*dist["gamma"]))
+    log_c = draw(rng, dist["log"])
+    exposure = draw(rng, dist["exposure"])
+    cast = float(rng.uniform(*dist["color_cast"]))
+    log_gains = rng.uniform(-cast, cast, size=3)
+    gains = np.exp(log_gains - log_gains.mean())
+    shot, read = draw(rng, dist["shot_noise"]), draw(rng, dist["read_noise"])
+    white = float(rng.uniform(*dist["white_level"]))
+    param = {"gamma": gamma, "log": log_c}.get(kind)
+    return {"response": kind, "response_param": param, "exposure": exposure, "color_cast": cast,
+            "gains": [float(g) for g in gains], "shot_noise": shot, "read_noise": read, "white_level": white}
+
+
+def expose_camera(clip: np.ndarray, rng: np.random.Generator, camera: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(ground truth, low-light input)`` of a clean uint8 clip under a drawn ``camera`` (:func:`draw_camera`): the
+    clip exposed to the camera's white level (:func:`expose_white`), then darkened and made noisy by
+    :func:`expose` with the camera's curve, exposure, gains and noise (the noise drawn from ``rng``)."""
+    gt = expose_white(clip, camera["white_level"])
+    low = expose(gt, rng, exposure=camera["exposure"], gains=camera["gains"], shot_noise=camera["shot_noise"],
+                 read_noise=camera["read_noise"], response=(camera["response"], camera["response_param"]))
+    return gt, low
 
 
 # --------------------------------------------------------------------------------------------- image scenes
@@ -378,6 +484,20 @@ def _scene_rngs(seed: int, scene_index: int) -> tuple[np.random.Generator, np.ra
     return np.random.default_rng(content), np.random.default_rng(noise), np.random.default_rng(brightness)
 
 
+def _camera_rng(seed: int, scene_index: int) -> np.random.Generator:
+    """The generator a scene's camera is drawn from (``--cameras``): the fourth child of the scene's seed sequence,
+    independent of the three of :func:`_scene_rngs` (which stay what they were before cameras existed)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, scene_index]).spawn(4)[3])
+
+
+def scene_camera(params: dict, scene_index: int) -> dict | None:
+    """The camera drawn for scene ``scene_index`` of a dataset with these parameters (``None`` without
+    ``--cameras``)."""
+    if "cameras" not in params:
+        return None
+    return draw_camera(_camera_rng(params["seed"], scene_index), params["cameras"])
+
+
 def scale_brightness(frames: np.ndarray, factor: float) -> np.ndarray:
     """Clean uint8 sRGB frames multiplied by ``factor`` in linear light, clipped at full scale, as uint8 sRGB."""
     if factor == 1:
@@ -425,18 +545,22 @@ def _finish_scene(out: Path, scene: str, scene_index: int, clip: np.ndarray | No
     if clip is None:
         clip = render_image_scene(scene_index, params["frames"], tuple(params["size"]), params["seed"])
     _, noise_rng, brightness_rng = _scene_rngs(params["seed"], scene_index)
+    camera = scene_camera(params, scene_index)
     if "white_level" in params:  # absent when not asked for, so older datasets keep their parameters
         clip = expose_white(clip, params["white_level"])
     if "scene_brightness" in params:  # absent for the default 1, so older datasets keep their parameters
         clip = scale_brightness(clip, draw(brightness_rng, params["scene_brightness"]))
-    low, _ = degrade_clip(
-        clip,
-        noise_rng,
-        exposure=tuple(params["exposure"]),
-        shot_noise=as_range(params["shot_noise"]),
-        read_noise=as_range(params["read_noise"]),
-        color_cast=params["color_cast"],
-    )
+    if camera is not None:  # --cameras (never with --white-level or --scene-brightness)
+        clip, low = expose_camera(clip, noise_rng, camera)
+    else:
+        low, _ = degrade_clip(
+            clip,
+            noise_rng,
+            exposure=tuple(params["exposure"]),
+            shot_noise=as_range(params["shot_noise"]),
+            read_noise=as_range(params["read_noise"]),
+            color_cast=params["color_cast"],
+        )
     for sub in ("GT", "input"):
         (out / sub / scene).mkdir(parents=True, exist_ok=True)
     for name, gt, lq in zip(_frame_names(len(clip)), clip, low):
@@ -527,6 +651,8 @@ def synthesize(
     color_cast: float = DEFAULT_COLOR_CAST,
     scene_brightness: float | tuple[float, float] = 1.0,
     white_level: float | None = None,
+    cameras: str | None = None,
+    camera_ranges: dict | None = None,
     workers: int | None = None,
     verbose: bool = True,
 ) -> dict:
@@ -549,12 +675,22 @@ def synthesize(
             ground truth), or ``(min, max)`` to draw it log-uniformly per scene; 1 (default) leaves scenes as they are.
         white_level: scale each clean scene in linear light so that its white level is this (before
             ``scene_brightness``); ``None`` (default) leaves scenes as they are.
+        cameras: the name of a camera distribution (:data:`CAMERA_DISTRIBUTIONS`, e.g. ``"wild"``): each scene gets
+            its own camera drawn from it (response curve, exposure, colour cast, noise, ground-truth white level),
+            recorded per scene in the summary's ``scene_cameras``; it replaces ``exposure``, ``shot_noise``,
+            ``read_noise``, ``color_cast`` and ``white_level``, which must stay at their defaults, and excludes
+            ``scene_brightness``. ``None`` (default): the one camera those options describe.
+        camera_ranges: overrides of the distribution's ranges, ``{key: (min, max)}`` for the keys of
+            :data:`CAMERA_RANGES`, and ``{"responses": [kind, ...]}`` (:func:`camera_distribution`).
         workers: worker processes (default: up to 4, at most the CPU count).
         verbose: print the summary line.
 
     Returns:
         The summary written to ``out_dir/summary.json``: parameters, scene names, test scenes, the
-        ``testing_dir`` string, ``input_psnr_db`` (mean over scenes of the per-frame mean) and per-scene PSNR.
+        ``testing_dir`` string, ``input_psnr_db`` (mean over scenes of the per-frame mean) and per-scene PSNR;
+        with ``cameras``, also ``scene_cameras``: each scene's drawn camera (:func:`draw_camera`) and
+        ``gt_white_level``, the white level its ground truth ended at (:func:`white_level`; below the drawn one where
+        highlights clip).
 
     Raises:
         UserError: bad options, an unusable output folder, or a video that cannot be decoded.
@@ -593,6 +729,12 @@ def synthesize(
         params["white_level"] = float(white_level)
     if as_range(scene_brightness) != (1.0, 1.0):
         params["scene_brightness"] = _plain_range(scene_brightness)
+    if cameras is not None:
+        _check_camera_conflicts(params)
+        params["cameras"] = camera_distribution(cameras, camera_ranges)
+        params["cameras_name"] = cameras
+    elif camera_ranges:
+        raise UserError("--camera-range and --camera-curves change a --cameras distribution; add --cameras wild")
     done = _prepare_out(out, params)
     if done is not None and done.get("test_scenes_count") == test_scenes:
         if verbose:
@@ -638,11 +780,34 @@ def synthesize(
         "input_psnr_db": float(np.mean(per_scene)),
         "scene_input_psnr_db": dict(zip(names, per_scene)),
     }
+    if "cameras" in params:
+        summary["scene_cameras"] = {name: _camera_record(out, name, i, params) for i, name in enumerate(names)}
     atomic_write_text(summary["testing_dir"] + "\n", out / _TESTING_FILE)
     atomic_write_json(summary, out / _SUMMARY_FILE)
     if verbose:
         print(_summary_line(out, summary, time.perf_counter() - started, skipped=False))
     return summary
+
+
+def _check_camera_conflicts(params: dict) -> None:
+    """``--cameras`` draws what these options fix: refuse them unless they are at their defaults."""
+    fixed = {"--exposure": params["exposure"] != list(DEFAULT_EXPOSURE),
+             "--shot-noise": params["shot_noise"] != DEFAULT_SHOT_NOISE,
+             "--read-noise": params["read_noise"] != DEFAULT_READ_NOISE,
+             "--color-cast": params["color_cast"] != DEFAULT_COLOR_CAST,
+             "--white-level": "white_level" in params, "--scene-brightness": "scene_brightness" in params}
+    given = [name for name, set_ in fixed.items() if set_]
+    if given:
+        raise UserError(f"--cameras draws the exposure, noise, colour cast and white level per scene; drop "
+                        f"{', '.join(given)} (change a range with --camera-range KEY MIN MAX)")
+
+
+def _camera_record(out: Path, scene: str, scene_index: int, params: dict) -> dict:
+    """A scene's drawn camera and the white level its ground truth (on disk) ended at."""
+    camera = scene_camera(params, scene_index)
+    gt = np.stack([np.load(out / "GT" / scene / n) for n in _frame_names(params["frames"])])
+    camera["gt_white_level"] = white_level(gt)
+    return camera
 
 
 def _run_video(out: Path, video: Path, params: dict, scenes: int | None, workers: int, psnr: dict) -> int:
@@ -736,8 +901,36 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"scale each clean scene in linear light so that its white level ({color.WHITE_LEVEL_TEXT}, median "
         "over frames) is W, as an automatic exposure would (default: as is)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cameras", choices=sorted(CAMERA_DISTRIBUTIONS), metavar="NAME",
+        help="draw a camera per scene from a distribution (wild: sRGB, gamma 1.8-2.6 or log response; exposure, "
+        "shot and read noise, colour cast, ground-truth white level over ranges; each scene's recorded in "
+        "summary.json); replaces --exposure, --shot-noise, --read-noise, --color-cast, --white-level",
+    )  # fmt: skip
+    parser.add_argument(
+        "--camera-range", nargs=3, action="append", metavar=("KEY", "MIN", "MAX"), default=None,
+        help=f"change one range of the --cameras distribution (KEY: {', '.join(CAMERA_RANGES)}); repeatable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--camera-curves", nargs="+", metavar="KIND", default=None,
+        help=f"the response curves --cameras draws from ({', '.join(color.RESPONSES)})",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, help="worker processes (default: up to 4)")
     return parser
+
+
+def _cli_camera_ranges(ranges: list[list[str]] | None, curves: list[str] | None) -> dict | None:
+    if not ranges and not curves:
+        return None
+    out: dict = {}
+    for key, lo, hi in ranges or []:
+        try:
+            out[key] = (float(lo), float(hi))
+        except ValueError:
+            raise UserError(f"--camera-range {key} {lo} {hi}: MIN and MAX must be numbers") from None
+    if curves:
+        out["responses"] = curves
+    return out
 
 
 def _cli_range(name: str, values: list[float]):
@@ -766,6 +959,8 @@ def main(argv: list[str] | None = None) -> None:
         color_cast=args.color_cast,
         scene_brightness=_cli_range("--scene-brightness", args.scene_brightness),
         white_level=args.white_level,
+        cameras=args.cameras,
+        camera_ranges=_cli_camera_ranges(args.camera_range, args.camera_curves),
         workers=args.workers,
     )
 
