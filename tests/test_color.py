@@ -188,3 +188,68 @@ def test_color_and_exposure_import_no_cli_tool_and_synthesize_no_torch():
     for code in checks:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _reference_curves_64():
+    """The response curves written out in float64 (encode, decode) as the references."""
+    return {
+        ("gamma", 2.2): (lambda y: y ** (1 / 2.2), lambda v: v ** 2.2),
+        ("gamma", 1.8): (lambda y: y ** (1 / 1.8), lambda v: v ** 1.8),
+        ("log", 16.0): (lambda y: np.log1p(16 * y) / np.log1p(16), lambda v: np.expm1(v * np.log1p(16)) / 16),
+        ("bt709", None): (lambda y: np.where(y < 0.018, 4.5 * y, 1.099 * y ** 0.45 - 0.099),
+                          lambda v: np.where(v < 0.081, v / 4.5, ((v + 0.099) / 1.099) ** (1 / 0.45))),
+    }
+
+
+def test_response_curves_match_their_formulas_round_trip_and_agree_between_numpy_and_torch():
+    y = np.linspace(0, 1, 2049, dtype=np.float32)
+    for (kind, param), (enc64, dec64) in _reference_curves_64().items():
+        encoded = color.encode(y, kind, param)
+        assert encoded.dtype == np.float32
+        np.testing.assert_allclose(encoded, enc64(y.astype(np.float64)), rtol=2e-6, atol=2e-7, err_msg=kind)
+        np.testing.assert_allclose(color.decode(encoded, kind, param), y, rtol=1e-5, atol=3e-7, err_msg=kind)
+        np.testing.assert_allclose(color.decode(y, kind, param), dec64(y.astype(np.float64)), rtol=2e-6,
+                                   atol=2e-7, err_msg=kind)
+        t = torch.from_numpy(y).double()
+        np.testing.assert_allclose(color.encode(t, kind, param).numpy(), enc64(y.astype(np.float64)), rtol=1e-9,
+                                   atol=1e-12, err_msg=kind)
+        np.testing.assert_allclose(color.decode(color.encode(t, kind, param), kind, param).numpy(), y, rtol=1e-9,
+                                   atol=1e-12, err_msg=kind)
+        # Monotone, 0 -> 0 and 1 -> 1, clipped outside [0, 1].
+        assert np.all(np.diff(encoded) >= 0)
+        np.testing.assert_allclose(color.encode(np.array([-1.0, 0.0, 1.0, 2.0]), kind, param), [0, 0, 1, 1],
+                                   atol=2e-4)
+        # Finite gradients at black (the power is taken of a floor there).
+        z = torch.zeros(3, requires_grad=True)
+        color.encode(z, kind, param).sum().backward()
+        assert torch.isfinite(z.grad).all(), kind
+    # srgb is the sRGB pair itself; default parameters are RESPONSES'.
+    np.testing.assert_array_equal(color.encode(y, "srgb"), color.linear_to_srgb(y))
+    np.testing.assert_array_equal(color.decode(y, "gamma"), color.decode(y, "gamma", color.RESPONSES["gamma"]))
+
+
+def test_response_curves_take_one_parameter_per_sample_of_a_batch():
+    y = np.random.default_rng(0).random((4, 3, 5, 6)).astype(np.float32)
+    gammas = np.array([1.8, 2.0, 2.4, 2.6]).reshape(4, 1, 1, 1)
+    batch = color.encode(y, "gamma", gammas)
+    for i, g in enumerate(gammas.ravel()):
+        np.testing.assert_allclose(batch[i], color.encode(y[i], "gamma", float(g)), rtol=1e-6)
+    cs = torch.tensor([4.0, 8.0, 32.0, 64.0]).view(4, 1, 1, 1)
+    tb = color.decode(torch.from_numpy(y), "log", cs)
+    for i, c in enumerate(cs.ravel()):
+        np.testing.assert_allclose(tb[i].numpy(), color.decode(y[i], "log", float(c)), rtol=2e-6, atol=1e-7)
+
+
+def test_response_lut_and_checks():
+    codes = np.arange(256, dtype=np.float32) / np.float32(255)
+    assert color.response_lut("srgb") is color.LINEAR_LUT
+    # The power-law table is the expression synthesize's gamma camera always used (its bytes depend on it).
+    legacy = (np.arange(256, dtype=np.float32) / 255.0) ** np.float32(2.2)
+    assert np.array_equal(color.response_lut("gamma", 2.2), legacy)
+    np.testing.assert_array_equal(color.response_lut("log", 8.0), color.decode(codes, "log", 8.0))
+    assert color.describe_response("gamma", 2.2) == "gamma 2.2" and color.describe_response("srgb") == "srgb"
+    for kind, param in (("sepia", None), ("gamma", 0.0), ("log", -1.0), ("gamma", float("nan"))):
+        with pytest.raises(ValueError):
+            color.encode(codes, kind, param)
+    with pytest.raises(ValueError, match="one parameter"):
+        color.response_lut("gamma", [2.0, 2.2])
