@@ -17,10 +17,10 @@ import collections
 import concurrent.futures as cf
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from sdsd.evaluation.common import progress_bar
-from sdsd.inference import Engine, FrameOutput, iterate_dataset, plan_work
+from sdsd.inference import Engine, FrameOutput, WorkItem, iterate_dataset, plan_work
 from sdsd.utils import dist as dist_utils
 
 __all__ = ["FrameConsumer", "LoopStats", "run_frames"]
@@ -51,12 +51,13 @@ class LoopStats:
     seconds: float
 
 
-def run_frames(engine: Engine, dataset, info: dist_utils.DistInfo, consumers: Sequence[FrameConsumer], *,
-               progress: bool = False, workers: int = 2, max_pending: int = MAX_PENDING) -> LoopStats:
+def run_frames(engine: Engine | None, dataset, info: dist_utils.DistInfo, consumers: Sequence[FrameConsumer], *,
+               progress: bool = False, workers: int = 2, max_pending: int = MAX_PENDING,
+               frames: Callable[[list[WorkItem]], Iterable[FrameOutput]] | None = None) -> LoopStats:
     """Run ``engine`` over this rank's share of ``dataset``'s frames and hand each frame to every consumer.
 
     Args:
-        engine: the network's engine.
+        engine: the network's engine (``None`` when ``frames`` gives the outputs).
         dataset: an evaluation dataset (``scenes``, ``scene_length``, ``load_scene``, ``window``).
         info: this process's rank and world size: the frames are split across ranks by
             :func:`~sdsd.inference.plan_work` (contiguous parts, scene by scene). Nothing is gathered here.
@@ -64,6 +65,9 @@ def run_frames(engine: Engine, dataset, info: dist_utils.DistInfo, consumers: Se
         progress: show a progress bar on rank 0 (a frame counts once all its jobs are done).
         workers: threads running the jobs.
         max_pending: frames whose jobs may be unfinished before the loop waits for the oldest.
+        frames: where the outputs come from instead of the engine: called with this rank's work items, yields
+            their :class:`~sdsd.inference.FrameOutput` in order (the frames of ``quantitative_test.py
+            --predictions``, :func:`sdsd.evaluation.predictions.iterate_predictions`).
 
     Returns:
         This process's :class:`LoopStats`. A job's exception is raised here, after the jobs not yet started are
@@ -83,7 +87,8 @@ def run_frames(engine: Engine, dataset, info: dist_utils.DistInfo, consumers: Se
     try:
         with cf.ThreadPoolExecutor(max_workers=workers) as pool:
             try:
-                for out in iterate_dataset(engine, dataset, work):
+                outputs = iterate_dataset(engine, dataset, work) if frames is None else frames(work)
+                for out in outputs:
                     jobs = []
                     for consumer in consumers:
                         job = consumer.take(out)

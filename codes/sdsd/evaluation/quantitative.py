@@ -5,13 +5,15 @@ Usage::
     python quantitative_test.py -opt options/test/test_in_sdsd.yml [--json PATH] [--set key=value ...]
                                 [--self-ensemble]
     torchrun --nproc_per_node 2 quantitative_test.py -opt ...      # frames split across processes
+    python quantitative_test.py -opt X.yml --predictions DIR        # score frames another program wrote
 
 Protocol (``protocol`` section, recorded in the JSON). ``protocol.preset`` (or ``--protocol``) names whose reporting
 protocol to follow, ``sdsd`` (default, the published protocol), ``snr-aware`` or ``retinexformer``; it sets every key
 below and the dataset keys ``split``, ``test_frames`` and ``train_size`` that the option file does not set itself
 (:mod:`sdsd.options.presets`). The keys: ``average: scene`` (mean over scenes of per-scene means) or ``frame`` (mean
 over all frames); ``channel: rgb`` or ``y``; ``psnr: uint8`` (on the rounded frame) or ``float``; ``ssim: true`` or
-``false`` (recorded as null); ``gt_mean: false``, ``bt601`` or ``retinexformer``; ``self_ensemble: false``.
+``false`` (recorded as null); ``gt_mean: false``, ``bt601`` or ``retinexformer``; ``self_ensemble: false``;
+``temporal: []`` or a list of ``warp`` and ``flicker`` (:mod:`sdsd.evaluation.temporal`; recorded only when on).
 
 Outputs (written by rank 0 only, atomically) under ``path.results_root`` (default ``<root>/results/<name>``):
 
@@ -20,7 +22,18 @@ Outputs (written by rank 0 only, atomically) under ``path.results_root`` (defaul
   the preset, every resolved setting (the protocol keys and the evaluated block's ``split``, ``test_frames``,
   ``train_size``) and ``overrides``, the settings that differ from the preset's; every ``ssim`` is null when SSIM
   is switched off;
-* ``metrics.csv``: one row per frame (scene, index, psnr, ssim; ssim empty when switched off).
+* ``metrics.csv``: one row per frame (scene, index, psnr, ssim; ssim empty when switched off);
+* with ``protocol.temporal`` on, ``metrics.json`` has a ``temporal`` block (``{"metrics", "flow", "warp":
+  {"output", "input", "gt"}, "flicker": {"output", "input"}, "scenes": {scene: {"pairs", "warp", "flicker"}},
+  "frames": [{"scene", "index", "warp", "flicker"}, ...]}``, a pair ``(t - 1, t)`` listed under the index ``t``;
+  means averaged as ``protocol.average`` says) and ``temporal.csv`` holds one row per scene (scene, pairs,
+  warp_output, warp_input, warp_gt, flicker_output, flicker_input). With it off both files are as before.
+
+``--predictions DIR`` scores frames another program wrote (:mod:`sdsd.evaluation.predictions`: the output folder of
+``qualitative_test.py``, or a frame folder or video per scene) against the test block's ground truth under the same
+protocol, without a checkpoint; the JSON then has ``"predictions": {"path", "layout"}`` and ``"checkpoint": null``
+(and no ``engine``, ``checkpoint_keys``). The input frames (for the temporal figures) are the dataset's, without
+``protocol.exposure`` matching.
 
 The network runs through :class:`sdsd.inference.Engine` (features once per frame) in the evaluation loop
 (:func:`sdsd.evaluation.loop.run_frames`); :func:`score` runs that loop with a :class:`Scorer` (the protocol's
@@ -45,6 +58,8 @@ from collections.abc import Sequence
 from sdsd.errors import UserError, cli_main
 from sdsd.evaluation.common import add_common_arguments, check_common_arguments, check_protocol
 from sdsd.evaluation.loop import FrameConsumer, run_frames
+from sdsd.evaluation.temporal import TemporalScorer, aggregate_temporal, format_temporal, temporal_csv
+from sdsd.evaluation.temporal import finish as finish_temporal
 from sdsd.exposure import MatchedDataset, resolve_target
 from sdsd.inference import Engine, FrameOutput, engine_from_options
 from sdsd.metrics import score_frame
@@ -53,7 +68,8 @@ from sdsd.utils import dist as dist_utils
 from sdsd.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = ["aggregate", "check_output_folder", "describe_protocol", "format_table", "Scorer", "score", "evaluate",
-           "select_test_block", "prepare_evaluation", "EvaluationSetup", "write_results", "main", "build_parser"]
+           "evaluate_predictions", "select_test_block", "prepare_evaluation", "EvaluationSetup", "write_results",
+           "main", "build_parser"]
 
 
 def _mean(values) -> float | None:
@@ -105,6 +121,8 @@ def format_table(results: dict) -> str:
     label = f"mean ({protocol['average']}s)"
     lines.append(f"{label:<{width}}  {total:>6d}  {results['psnr']:>8.4f}  {ssim(results['ssim'])}")
     lines.append(describe_protocol(protocol))
+    if results.get("temporal"):
+        lines.append(format_temporal(results["temporal"], protocol["average"]))
     return "\n".join(lines)
 
 
@@ -116,6 +134,8 @@ def describe_protocol(protocol: dict) -> str:
             f"per folder, resize {'%dx%d' % tuple(size) if size else 'none'}, {protocol.get('psnr', 'uint8')} PSNR "
             f"on {protocol.get('channel', 'rgb')}, SSIM {'on' if protocol.get('ssim', True) else 'off'}, GT-mean "
             f"{protocol.get('gt_mean') or 'off'}, {protocol.get('average', 'scene')} average")
+    if protocol.get("temporal"):
+        line += f", temporal {'+'.join(protocol['temporal'])}"
     overrides = protocol.get("overrides")
     if overrides:
         line += "; set apart from the preset: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
@@ -132,7 +152,8 @@ def _csv_text(frames: list[dict]) -> str:
 
 
 def write_results(results: dict, results_root: str, json_path: str | None = None) -> list[str]:
-    """Write ``metrics.json`` and ``metrics.csv`` under ``results_root`` (and the JSON to ``json_path``).
+    """Write ``metrics.json`` and ``metrics.csv`` under ``results_root`` (and the JSON to ``json_path``), and
+    ``temporal.csv`` when the results have temporal metrics.
 
     Returns:
         The paths written.
@@ -140,6 +161,9 @@ def write_results(results: dict, results_root: str, json_path: str | None = None
     paths = [os.path.join(results_root, "metrics.json"), os.path.join(results_root, "metrics.csv")]
     atomic_write_json(results, paths[0])
     atomic_write_text(_csv_text(results["frames"]), paths[1])
+    if results.get("temporal"):
+        paths.append(os.path.join(results_root, "temporal.csv"))
+        atomic_write_text(temporal_csv(results["temporal"]), paths[-1])
     if json_path:
         atomic_write_json(results, json_path)
         paths.append(json_path)
@@ -215,12 +239,12 @@ class Scorer(FrameConsumer):
         return aggregate(self.records, scenes, self.protocol["average"])
 
 
-def score(engine: Engine, dataset, protocol: dict, info: dist_utils.DistInfo, *, progress: bool = False,
-          consumers: Sequence[FrameConsumer] = ()) -> dict:
+def score(engine: Engine | None, dataset, protocol: dict, info: dist_utils.DistInfo, *, progress: bool = False,
+          consumers: Sequence[FrameConsumer] = (), frames=None) -> dict:
     """Score every frame of ``dataset`` (split across the ranks) and average as ``protocol`` says.
 
     Args:
-        engine: the network's engine.
+        engine: the network's engine (``None`` with ``frames``).
         dataset: an evaluation dataset (``scenes``, ``scene_length``, ``load_scene``, ``window``).
         protocol: the resolved ``protocol`` section (:func:`~sdsd.evaluation.common.check_protocol`):
             ``average``, ``channel``, ``psnr``, ``ssim``, ``gt_mean``.
@@ -228,18 +252,28 @@ def score(engine: Engine, dataset, protocol: dict, info: dist_utils.DistInfo, *,
         progress: show a progress bar on rank 0.
         consumers: more consumers of the same loop, after the scorer (e.g. a
             :class:`~sdsd.evaluation.qualitative.PanelKeeper`).
+        frames: outputs made elsewhere instead of the engine's (:func:`~sdsd.evaluation.loop.run_frames`).
 
     Returns:
         On every rank: :func:`aggregate`'s dict over the records of all ranks plus ``seconds_per_frame`` (the
-        slowest rank's loop time over all frames scored).
+        slowest rank's loop time over all frames scored), and ``temporal``
+        (:func:`~sdsd.evaluation.temporal.aggregate_temporal`) when ``protocol.temporal`` lists a metric.
     """
     scorer = Scorer(protocol)
-    stats = run_frames(engine, dataset, info, [scorer, *consumers], progress=progress)
-    gathered = dist_utils.all_gather_object((scorer.records, stats.seconds))
-    all_records = [r for part, _ in gathered for r in part]
+    metrics = protocol.get("temporal") or []
+    timing = TemporalScorer(metrics) if metrics else None
+    stats = run_frames(engine, dataset, info, [scorer, *([timing] if timing else []), *consumers],
+                       progress=progress, frames=frames)
+    if timing is not None:
+        finish_temporal(timing)  # the pairs across the cuts between ranks
+    gathered = dist_utils.all_gather_object((scorer.records, stats.seconds, timing.records if timing else []))
+    all_records = [r for part, _, _ in gathered for r in part]
     results = aggregate(all_records, list(dataset.scenes), protocol["average"])
     n = len(all_records)
-    results["seconds_per_frame"] = max(t for _, t in gathered) / n if n else math.nan
+    results["seconds_per_frame"] = max(t for _, t, _ in gathered) / n if n else math.nan
+    if timing is not None:
+        results["temporal"] = aggregate_temporal([r for _, _, part in gathered for r in part], list(dataset.scenes),
+                                                 metrics, protocol["average"])
     return results
 
 
@@ -294,7 +328,7 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
     results = score(engine, setup.dataset, protocol, info, progress=progress)
     if not info.is_main:
         return None
-    return {
+    out = {
         "psnr": results["psnr"],
         "ssim": results["ssim"],
         "scenes": results["scenes"],
@@ -309,6 +343,72 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
         "engine": engine.describe(),
         "checkpoint_keys": engine.checkpoint_keys,
     }
+    if "temporal" in results:
+        out["temporal"] = results["temporal"]
+    return out
+
+
+def _resize_phrase(protocol: dict, block: dict) -> str:
+    """Whether and by what the evaluated block's ground truth is resized, for size errors."""
+    from sdsd.options.presets import PRESETS, dataset_family
+
+    size = block.get("train_size")
+    preset = protocol.get("preset") or "sdsd"
+    family = dataset_family(block)
+    by_preset = family in PRESETS[preset].resize and PRESETS[preset].resize[family] == size
+    if not size:
+        return f"not resized: protocol preset {preset} and the option file give no train_size"
+    who = f"protocol preset {preset}" if by_preset else "the option file's train_size"
+    return f"{who} resizes every ground-truth frame to {size[0]}x{size[1]}"
+
+
+def evaluate_predictions(opt: dict, info: dist_utils.DistInfo, folder: str, *, progress: bool = True) -> dict | None:
+    """Score frames another program wrote (``--predictions``) against the test block of ``opt``.
+
+    Args:
+        opt: validated options; no checkpoint is needed. ``protocol.self_ensemble`` and ``protocol.exposure`` do
+            not apply (they change how the network runs).
+        info: this process's rank and world size (the scenes' frames are split across ranks as in
+            :func:`evaluate`).
+        folder: the predictions (:class:`~sdsd.evaluation.predictions.Predictions`).
+        progress: show a progress bar on rank 0.
+
+    Returns:
+        The results dict on rank 0 (the module docstring); ``None`` on other ranks.
+
+    Raises:
+        UserError: the folder misses a scene or holds another number of frames (before any scoring), or a frame
+            that cannot be read or has another size than its ground truth.
+    """
+    from sdsd.data import build_dataset
+    from sdsd.evaluation.predictions import Predictions, iterate_predictions
+
+    protocol = check_protocol(opt)
+    phase, block = select_test_block(opt)
+    check_output_folder(opt["path"]["results_root"], "path.results_root")
+    predictions = Predictions(folder, _resize_phrase(protocol, block))
+    dataset = build_dataset(block, phase)
+    predictions.check([(s, dataset.scene_length(s)) for s in dataset.scenes])
+    results = score(None, dataset, protocol, info, progress=progress,
+                    frames=lambda work: iterate_predictions(predictions, dataset, work))
+    if not info.is_main:
+        return None
+    out = {
+        "psnr": results["psnr"],
+        "ssim": results["ssim"],
+        "scenes": results["scenes"],
+        "frames": results["frames"],
+        "protocol": preset_settings(protocol, phase, block),
+        "predictions": predictions.describe(),
+        "checkpoint": None,
+        "seconds_per_frame": results["seconds_per_frame"],
+        "name": opt.get("name"),
+        "device": str(info.device),
+        "world_size": info.world_size,
+    }
+    if "temporal" in results:
+        out["temporal"] = results["temporal"]
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="PSNR/SSIM of a checkpoint on the test scenes of an option file.")
     add_common_arguments(parser)
     parser.add_argument("--json", help="also write the metrics JSON to this path")
+    parser.add_argument("--predictions", metavar="DIR",
+                        help="score the frames in DIR instead of running a checkpoint: the output folder of "
+                             "qualitative_test.py, or one frame folder or video file per scene (DIR/<scene>/ or "
+                             "DIR/<scene>.mp4), against the option file's ground truth and protocol")
     return parser
 
 
@@ -329,13 +433,17 @@ def main(argv: list[str] | None = None) -> dict | None:
     opt = options.load(args.opt, args.overrides, is_train=False)
     info = dist_utils.init_distributed(opt.get("gpu_ids"), want=None if args.device == "auto" else args.device)
     try:
-        results = evaluate(opt, info, self_ensemble=args.self_ensemble, batch=args.batch, chunk=args.chunk,
-                           progress=not args.no_progress)
+        if args.predictions is not None:
+            results = evaluate_predictions(opt, info, args.predictions, progress=not args.no_progress)
+        else:
+            results = evaluate(opt, info, self_ensemble=args.self_ensemble, batch=args.batch, chunk=args.chunk,
+                               progress=not args.no_progress)
         if results is not None:
             results["option_file"] = args.opt
             paths = write_results(results, opt["path"]["results_root"], args.json)
             print(format_table(results))
-            print(f"{results['seconds_per_frame']:.3f} s/frame on {results['device']} "
+            source = f"predictions {results['predictions']['path']}; " if args.predictions is not None else ""
+            print(f"{source}{results['seconds_per_frame']:.3f} s/frame on {results['device']} "
                   f"(x{results['world_size']} processes); wrote {', '.join(paths)}")
         dist_utils.barrier()
         return results

@@ -12,6 +12,9 @@ given explicitly always wins. The settings:
 * evaluation blocks (every phase not named ``train*``): ``test_frames`` and, per dataset family, ``train_size``
   (the resize).
 
+``protocol.temporal`` (warping error and flicker, :mod:`sdsd.metrics.temporal`) is not a preset setting: no paper
+above reports them, every preset leaves them off and any preset may turn them on.
+
 The default preset, ``sdsd``, holds exactly the schema defaults and sets no resize, so files that do not name a
 preset load as before. The metrics JSON of ``quantitative_test.py`` records the preset, every resolved setting and
 which of them differ from the preset (:func:`settings`).
@@ -187,9 +190,12 @@ def settings(protocol: dict, phase: str, block: dict) -> dict:
     Returns:
         The protocol section plus the block's ``split``, ``test_frames`` and ``train_size``, and ``overrides``:
         the settings whose value differs from what the preset gives (set explicitly in the file or by ``--set``).
+        ``temporal`` is recorded only when it lists a metric (no preset turns the temporal metrics on; each may).
     """
     preset = PRESETS[protocol.get("preset") or DEFAULT_PRESET]
     out = dict(protocol)
+    if not out.get("temporal"):  # off (the default): recorded as before the key existed
+        out.pop("temporal", None)
     out.update({key: copy.deepcopy(block.get(key)) for key in DATASET_SETTINGS})
     wanted = {key: preset.protocol[key] for key in PROTOCOL_SETTINGS}
     wanted.update(_preset_block(preset, phase, block))  # (a preset's own gt_mean is never `true`)

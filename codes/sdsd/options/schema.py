@@ -216,7 +216,22 @@ PROTOCOL_KEYS = {
                        "percentile over 4x4 averages, from the checkpoint's sidecar <model>.json); a number in "
                        "(0, 1]: that target.",
                        Check("off, auto, or a number in (0, 1]", lambda v: _exposure_setting(v))),
+    "temporal": Option([], "Temporal metrics scored beside PSNR/SSIM, a list of warp (warping error on the GT's "
+                       "optical flow, Lai et al. 2018) and flicker (change of mean brightness against the GT's); "
+                       "[] (published): none, and the metrics JSON is as without it. Any preset may use them.",
+                       Check("a list of warp, flicker (or [])", lambda v: _temporal_setting(v))),
 }
+
+
+def _temporal_setting(value):
+    from sdsd.metrics.temporal import TEMPORAL_METRICS
+
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or any(not isinstance(v, str) or v not in TEMPORAL_METRICS for v in items):
+        raise Invalid
+    return [m for m in TEMPORAL_METRICS if m in items]
 
 
 def _exposure_setting(value):
