@@ -24,7 +24,7 @@ from sdsd.metrics import tensor_to_uint8_bgr
 from sdsd.metrics.temporal import FLOW_METHOD, TEMPORAL_METRICS, mean_terms, pair_terms
 from sdsd.utils import dist as dist_utils
 
-__all__ = ["TemporalScorer", "finish", "aggregate_temporal", "temporal_csv", "COLUMNS", "VIDEOS"]
+__all__ = ["TemporalScorer", "finish", "aggregate_temporal", "temporal_csv", "format_temporal", "COLUMNS", "VIDEOS"]
 
 #: The videos each metric is reported for (the ground truth's own warping error is the floor of the flow).
 VIDEOS = {"warp": ("output", "input", "gt"), "flicker": ("output", "input")}
@@ -80,9 +80,12 @@ class TemporalScorer(FrameConsumer):
         return scene, index, frames
 
 
-def finish(scorer: TemporalScorer) -> None:
-    """Score the pair across each cut between processes; every process must call this after its loop."""
-    tails = {(t[0], t[1]): t[2] for t in dist_utils.all_gather_object(scorer.tail()) if t is not None}
+def finish(scorer: TemporalScorer, gather=dist_utils.all_gather_object) -> None:
+    """Score the pair across each cut between processes; every process must call this after its loop.
+
+    ``gather`` collects one object from every process (:func:`sdsd.utils.dist.all_gather_object`).
+    """
+    tails = {(t[0], t[1]): t[2] for t in gather(scorer.tail()) if t is not None}
     if scorer.head is not None:
         scene, index, frames = scorer.head
         prev = tails.get((scene, index - 1))
@@ -143,8 +146,7 @@ def temporal_csv(summary: dict) -> str:
 def format_temporal(summary: dict, average: str) -> str:
     """The printed temporal table: one row per scene and the mean (warp errors in units of 1e-3)."""
     columns = [(m, v) for m in summary["metrics"] for v in VIDEOS[m]]
-    names = {"warp": "warp", "flicker": "flicker"}
-    heads = [f"{names[m]} {'GT' if v == 'gt' else v}" for m, v in columns]
+    heads = [f"{m} {'GT' if v == 'gt' else v}" for m, v in columns]
     width = max([len("scene"), len(f"mean ({average}s)")] + [len(s) for s in summary["scenes"]])
 
     def cell(metric, value, w):

@@ -1,4 +1,6 @@
-"""Image quality metrics: the published PSNR/SSIM (docs/protocol.md#metrics) and the variants other papers use."""
+"""Image quality metrics: the published PSNR/SSIM (docs/protocol.md#metrics) and the variants other papers use;
+temporal consistency of videos (warping error, flicker: :mod:`sdsd.metrics.temporal`,
+docs/protocol.md#temporal-metrics)."""
 
 from sdsd.metrics.psnr_ssim import (
     CHANNELS,
@@ -15,6 +17,13 @@ from sdsd.metrics.psnr_ssim import (
     score_frame,
     tensor_to_uint8_bgr,
 )
+from sdsd.metrics.temporal import (
+    TEMPORAL_METRICS,
+    NoReferenceMeter,
+    ReferenceMeter,
+    no_reference_metrics,
+    sequence_metrics,
+)
 
 __all__ = [
     "CHANNELS",
@@ -30,4 +39,9 @@ __all__ = [
     "gt_mean_scale_retinexformer",
     "score_frame",
     "tensor_to_uint8_bgr",
+    "TEMPORAL_METRICS",
+    "NoReferenceMeter",
+    "ReferenceMeter",
+    "no_reference_metrics",
+    "sequence_metrics",
 ]

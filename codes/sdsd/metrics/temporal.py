@@ -49,7 +49,7 @@ import numpy as np
 __all__ = ["TEMPORAL_METRICS", "FLOW_METHOD", "LUMA_RGB", "Motion", "to_unit", "brightness", "grey",
            "estimate_motion", "warp_previous", "warp_error", "flicker", "pair_terms", "mean_terms",
            "sequence_metrics", "ReferenceMeter", "NoReferenceMeter", "no_reference_metrics", "brightened_grey",
-           "FLOW_BRIGHTNESS"]
+           "FLOW_BRIGHTNESS", "format_report"]
 
 #: The temporal metrics ``protocol.temporal`` may list, in report order.
 TEMPORAL_METRICS = ("warp", "flicker")
@@ -301,3 +301,24 @@ def no_reference_metrics(output: Iterable[np.ndarray], source: Iterable[np.ndarr
             raise ValueError(f"the enhanced video and its input differ in length (one ends after {meter.frames} "
                              "frames)")
         meter.add(a, b)
+
+
+def format_report(summary: dict, output_name: str = "enhanced", input_name: str = "input") -> str:
+    """The small table of :meth:`NoReferenceMeter.summary` (warping errors in units of 1e-3)."""
+
+    def num(value, scale: float = 1.0, digits: int = 4) -> str:
+        return f"{'-':>10}" if value is None else f"{value * scale:>10.{digits}f}"
+
+    warp, flick = summary.get("warp", {}), summary.get("flicker", {})
+    rows = [(output_name, warp.get("output"), flick.get("output")),
+            (f"{input_name} (brightened)", warp.get("input"), None)]
+    width = max(len("video"), *(len(r[0]) for r in rows))
+    lines = [f"{'video':<{width}}  {'frames':>6}  {'pairs':>5}  {'warp x1e-3':>10}  {'flicker':>10}"]
+    for name, w, f in rows:
+        lines.append(f"{name:<{width}}  {summary.get('frames', 0):>6d}  {summary['pairs']:>5d}  {num(w, 1e3)}  "
+                     f"{num(f, 1.0, 5)}")
+    lines.append("warp: mean squared RGB distance (in [0, 1]) between each frame and the previous one warped by the "
+                 "flow of the brightened input, occluded pixels left out (the brightened input's own figure: the "
+                 "floor its noise and the flow leave); flicker: |change of mean brightness - the input's change "
+                 "times the pair's brightening|")
+    return "\n".join(lines)
