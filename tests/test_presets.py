@@ -315,7 +315,8 @@ def test_explicit_keys_win_over_the_preset(tmp_path):
     # And the default preset changes nothing a file without a preset says (the published protocol).
     plain = options.load(IN_SDSD)
     assert plain["protocol"] == {"preset": "sdsd", "average": "scene", "channel": "rgb", "psnr": "uint8",
-                                 "ssim": True, "gt_mean": False, "self_ensemble": False, "exposure": "off"}
+                                 "ssim": True, "gt_mean": False, "self_ensemble": False, "exposure": "off",
+                                 "temporal": []}
     assert (plain["datasets"]["test"]["split"], plain["datasets"]["test"]["test_frames"]) == ("dynamic", 30)
 
 
@@ -403,3 +404,16 @@ def test_validation_during_training_follows_the_preset(tmp_path, preset):
     assert len(metrics["frames"]) == result["val"]["frames"] == 6
     assert result["val"]["psnr"] == metrics["psnr"] and result["val"]["ssim"] == metrics["ssim"]
     assert (metrics["ssim"] is None) == (preset == "snr-aware")
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_leaves_temporal_off_and_may_turn_it_on(preset):
+    from sdsd.options.presets import settings
+
+    opt = options.load(IN_SDSD, [f"protocol.preset={preset}"])
+    assert "temporal" not in check_protocol(opt)
+    assert "temporal" not in settings(check_protocol(opt), "test", opt["datasets"]["test"])
+    opt = options.load(IN_SDSD, [f"protocol.preset={preset}", "protocol.temporal=[flicker, warp]"])
+    recorded = settings(check_protocol(opt), "test", opt["datasets"]["test"])
+    assert recorded["temporal"] == ["warp", "flicker"] and "temporal" not in recorded["overrides"]
+    assert recorded["preset"] == preset

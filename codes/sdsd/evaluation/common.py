@@ -18,13 +18,18 @@ def check_protocol(opt: dict, self_ensemble: bool | None = None) -> dict:
 
     The values were checked, and ``protocol.preset`` resolved, when the options were loaded
     (:func:`sdsd.options.load`); absent keys (options not loaded from a file) get their schema defaults: the
-    ``sdsd`` preset, the published protocol. ``gt_mean`` is ``False`` or the name of its rule.
+    ``sdsd`` preset, the published protocol. ``gt_mean`` is ``False`` or the name of its rule. ``temporal`` is
+    present only when it lists a metric (off, the section is what it was before the temporal metrics existed).
     """
     from sdsd.metrics import gt_mean_rule
 
     out = {key: option.default for key, option in PROTOCOL_KEYS.items()}
     out.update(opt.get("protocol") or {})
     out["gt_mean"] = gt_mean_rule(out["gt_mean"]) or False
+    if out.get("temporal"):
+        out["temporal"] = list(out["temporal"])
+    else:
+        out.pop("temporal", None)
     if self_ensemble is not None:
         out["self_ensemble"] = bool(self_ensemble)
     return out
