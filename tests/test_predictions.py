@@ -146,6 +146,19 @@ def test_frame_count_mismatch(tree, qualitative_folder, tmp_path, capsys):
     message = run_error(["-opt", IN_SDSD, "--predictions", str(tmp_path / "mine"),
                          *no_checkpoint(tree, tmp_path / "r")], capsys)
     assert "sceneA.mp4" in message and "4 frames for scene sceneA" in message
+    # qualitative_test.py's names: a missing frame, and a run that evaluated another number of frames.
+    copy = copy_of(qualitative_folder, tmp_path)
+    os.remove(copy / "images" / "output" / "sceneB.5-6.png")
+    message = run_error(["-opt", IN_SDSD, "--predictions", str(copy), *no_checkpoint(tree, tmp_path / "r")], capsys)
+    assert "sceneB.5-6.png" in message and "found 5 of sceneB.*-6.png" in message
+    for i in range(7):
+        os.rename(copy / "images" / "output" / f"sceneA.{i}-7.png", copy / "images" / "output" / f"sceneA.{i}-9.png")
+    message = run_error(["-opt", IN_SDSD, "--predictions", str(copy), *no_checkpoint(tree, tmp_path / "r")], capsys)
+    assert "sceneA" in message and "needs sceneA.0-7.png" in message
+    for i in range(7, 9):
+        shutil.copy(copy / "images" / "output" / "sceneA.0-9.png", copy / "images" / "output" / f"sceneA.{i}-9.png")
+    message = run_error(["-opt", IN_SDSD, "--predictions", str(copy), *no_checkpoint(tree, tmp_path / "r")], capsys)
+    assert "9 frames for scene sceneA" in message and "scores 7" in message
 
 
 def test_size_differs_from_the_ground_truth(tree, qualitative_folder, tmp_path, capsys):

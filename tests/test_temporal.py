@@ -319,3 +319,24 @@ def test_tool_runs_as_a_module(videos):
                            videos["input"]], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "flicker" in proc.stdout
+
+
+def test_demo_yardsticks_are_the_quantitative_tests_numbers(tree, tmp_path):
+    """The demo's temporal figures of input, brightening, output and GT (sdsd.demo.temporal_yardsticks) on the
+    frames qualitative_test.py wrote equal quantitative_test.py's with protocol.temporal on."""
+    from sdsd.demo import temporal_yardsticks
+    from sdsd.evaluation import qualitative
+
+    items = overrides(tree, tree["checkpoint"], str(tmp_path / "q"))
+    qualitative.main(["-opt", IN_SDSD, "--no-progress", "--no-video", *set_args(items)])
+    got = temporal_yardsticks(options.load(IN_SDSD, items, is_train=False), str(tmp_path / "q"), 1.0, 1.0)
+    results = quantitative.main(["-opt", IN_SDSD, "--no-progress", *set_args(
+        overrides(tree, tree["checkpoint"], str(tmp_path / "m")) + ["protocol.temporal=[warp,flicker]"])])
+    want = results["temporal"]
+    assert got["pairs"] == 11 and got["flicker"]["gt"] == 0.0
+    for metric, videos in (("warp", ("output", "input", "gt")), ("flicker", ("output", "input"))):
+        for video in videos:
+            assert got[metric][video] == pytest.approx(want[metric][video], rel=1e-12), (metric, video)
+    # gain 1, gamma 1: the brightening is the input itself.
+    assert got["warp"]["brightening"] == got["warp"]["input"]
+    assert got["flicker"]["brightening"] == got["flicker"]["input"]

@@ -8,7 +8,9 @@
    qualitative panels, and compare with two baselines: the low-light input itself, and an *oracle* global
    brightening ``clip(gain * x ** gamma)`` whose gain and gamma are fitted on the test set itself to maximise
    PSNR (an upper bound for any global tone curve; the network must beat it by denoising and adapting locally).
-4. Write ``results/demo/summary.json``, ``figure/demo_panel.png`` and ``figure/demo_curve.png`` and print three
+4. Temporal consistency of the same four videos (input, oracle brightening, SDSD-Net, ground truth): warping error on
+   the ground truth's optical flow and flicker (:func:`temporal_yardsticks`, :mod:`sdsd.metrics.temporal`).
+5. Write ``results/demo/summary.json``, ``figure/demo_panel.png`` and ``figure/demo_curve.png`` and print three
    summary lines.
 
 Run from the repository root: ``python -m sdsd.demo`` (``--quick`` is a seconds-long smoke version used by the
@@ -133,6 +135,45 @@ def _test_pairs(test_opt: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     return pairs
 
 
+def temporal_yardsticks(test_opt: dict, results_root: str, gain: float, gamma: float) -> dict:
+    """Warping error and flicker (:mod:`sdsd.metrics.temporal`, against the ground truth) of the held-out scenes'
+    low-light input, the oracle brightening ``clip(gain * x ** gamma)``, the model's output and the ground truth.
+
+    Args:
+        test_opt: the demo's test options (its ``datasets.test`` block gives the frames).
+        results_root: where ``qualitative_test.py`` (:func:`sdsd.evaluation.qualitative.run`) wrote the model's
+            output frames, read back as ``quantitative_test.py --predictions`` reads them.
+        gain, gamma: the fitted oracle (:func:`oracle_brightening`).
+
+    Returns:
+        ``{"warp": {"input", "brightening", "output", "gt"}, "flicker": {"input", "brightening", "output", "gt"},
+        "pairs"}``: each the mean over scenes of the scene's mean over its pairs of frames, all on uint8 frames
+        (the ones PSNR is computed on); the ground truth's flicker is 0 by definition.
+    """
+    from sdsd.evaluation.predictions import Predictions
+    from sdsd.metrics import tensor_to_uint8_bgr
+    from sdsd.metrics.temporal import sequence_metrics
+
+    def rgb(frames):
+        return [np.ascontiguousarray(tensor_to_uint8_bgr(f)[..., ::-1]) for f in frames]
+
+    predictions = Predictions(results_root)
+    per_scene = []
+    for scene, lq, gt in _test_pairs(test_opt):
+        outputs = [frame for _, frame in predictions.frames(scene, len(gt))]
+        bright = (gain * lq.double().clamp_min(0) ** gamma).clamp(0, 1)
+        per_scene.append(sequence_metrics(rgb(gt), {"input": rgb(lq), "brightening": rgb(bright),
+                                                    "output": outputs}))
+    per_scene = [s for s in per_scene if s["pairs"]]
+    out: dict = {"pairs": sum(s["pairs"] for s in per_scene)}
+    for metric, videos in (("warp", ("input", "brightening", "output", "gt")),
+                           ("flicker", ("input", "brightening", "output"))):
+        values = {v: [s[metric][v] for s in per_scene if s[metric][v] is not None] for v in videos}
+        out[metric] = {v: float(np.mean(x)) if x else None for v, x in values.items()}
+    out["flicker"]["gt"] = 0.0
+    return out
+
+
 def run(quick: bool = False, overrides: list[str] | None = None, root: str = ".") -> dict:
     """Run the demo end to end and return the summary dict (also written to ``results/<name>/summary.json``)."""
     from sdsd.evaluation import qualitative, quantitative
@@ -185,6 +226,7 @@ def run(quick: bool = False, overrides: list[str] | None = None, root: str = "."
     quantitative.write_results(metrics, test_opt["path"]["results_root"])
     qualitative.run(test_opt, info, progress=not quick, video=not quick)
     oracle = oracle_brightening(_test_pairs(test_opt), check_protocol(test_opt))
+    temporal = temporal_yardsticks(test_opt, test_opt["path"]["results_root"], oracle["gain"], oracle["gamma"])
 
     figure_dir = os.path.join(root, "figure")
     suffix = "_quick" if quick else ""
@@ -202,6 +244,7 @@ def run(quick: bool = False, overrides: list[str] | None = None, root: str = "."
         "oracle_gamma": oracle["gamma"],
         "oracle_blurred_psnr": oracle["blurred_psnr"],
         "margin_over_oracle_db": metrics["psnr"] - oracle["psnr"],
+        "temporal": temporal,
         "scenes": metrics["scenes"],
         "iterations": trained["iteration"],
         "train_seconds": train_seconds,

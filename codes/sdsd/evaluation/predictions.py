@@ -70,7 +70,7 @@ class Predictions:
                             "with one frame folder or video file per scene")
         flat = os.path.join(root, "images", "output")
         self.folder = flat if os.path.isdir(flat) else root
-        self._named: dict[str, dict[int, tuple[int, str]]] = {}
+        self._named: dict[str, dict[int, dict[int, str]]] = {}  # scene -> n -> index -> path
         try:
             names = sorted(os.listdir(self.folder))
         except OSError as exc:
@@ -79,8 +79,8 @@ class Predictions:
         for name in names:
             match = QUALITATIVE_NAME.match(name)
             if match and os.path.isfile(os.path.join(self.folder, name)):
-                scene = self._named.setdefault(match["scene"], {})
-                scene[int(match["index"])] = (int(match["n"]), os.path.join(self.folder, name))
+                by_n = self._named.setdefault(match["scene"], {}).setdefault(int(match["n"]), {})
+                by_n[int(match["index"])] = os.path.join(self.folder, name)
         self.layout = "qualitative" if self._named else "scenes"
 
     def describe(self) -> dict:
@@ -118,15 +118,16 @@ class Predictions:
             if not found:
                 raise UserError(f"--predictions {self.folder}: no predictions for scene {scene} (expected "
                                 f"{scene}.0-{n}.png ... {scene}.{n - 1}-{n}.png, as qualitative_test.py writes)")
-            counts = {k for k, _ in found.values()}
-            if counts != {n} or sorted(found) != list(range(n)):
-                where = os.path.join(self.folder, f"{scene}.*.png")
-                if len(counts) == 1 and sorted(found) == list(range(len(found))):
-                    raise self._mismatch(where, scene, len(found), n)
-                raise UserError(f"--predictions {where}: the frames of scene {scene} are not {scene}.0-K.png ... "
-                                f"{scene}.(K-1)-K.png (found {len(found)} files, K = "
-                                f"{', '.join(map(str, sorted(counts)))}); the protocol scores {n} frames")
-            return [found[i][1] for i in range(n)]
+            # Files of an earlier run with another number of frames may lie beside them: only "-n" files count.
+            if n in found and sorted(found[n]) == list(range(n)):
+                return [found[n][i] for i in range(n)]
+            where = os.path.join(self.folder, f"{scene}.*.png")
+            complete = [k for k, files in found.items() if sorted(files) == list(range(k))]
+            if n not in found and len(complete) == 1:
+                raise self._mismatch(where, scene, complete[0], n)
+            have = ", ".join(f"{len(files)} of {scene}.*-{k}.png" for k, files in sorted(found.items()))
+            raise UserError(f"--predictions {where}: scene {scene} needs {scene}.0-{n}.png ... "
+                            f"{scene}.{n - 1}-{n}.png, found {have}; the protocol scores {n} frames")
         kind, path = self._scene_entry(scene, n)
         if kind == "video":
             count = probe_frame_count(path)
