@@ -72,6 +72,14 @@ class Motion:
 
     flow: np.ndarray
     valid: np.ndarray
+    _maps: tuple[np.ndarray, np.ndarray] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(x + f_x, y + f_y)``: where each pixel of frame ``t`` samples frame ``t - 1`` (``cv2.remap``'s maps)."""
+        if self._maps is None:
+            xs, ys = _grid(*self.flow.shape[:2])
+            self._maps = (xs + self.flow[..., 0], ys + self.flow[..., 1])
+        return self._maps
 
 
 def to_unit(frame: np.ndarray) -> np.ndarray:
@@ -84,9 +92,12 @@ def to_unit(frame: np.ndarray) -> np.ndarray:
 
 def brightness(frame: np.ndarray) -> float:
     """Mean BT.601 luma of an RGB frame, in [0, 1] (float64 sum over all pixels)."""
-    f = to_unit(frame)
-    means = f.reshape(-1, f.shape[-1]).mean(axis=0, dtype=np.float64)
-    return float(sum(w * m for w, m in zip(LUMA_RGB, means[:3])))
+    f = np.asarray(frame)
+    if f.dtype != np.uint8:
+        f = to_unit(f)
+    means = cv2.mean(np.ascontiguousarray(f))  # per channel, summed in float64
+    scale = 255.0 if f.dtype == np.uint8 else 1.0
+    return float(sum(w * m for w, m in zip(LUMA_RGB, means[:3]))) / scale
 
 
 def grey(frame: np.ndarray) -> np.ndarray:
@@ -122,22 +133,19 @@ def estimate_motion(prev_grey: np.ndarray, cur_grey: np.ndarray) -> Motion:
     forward = _dis().calc(cur_grey, prev_grey, None)  # t -> t-1
     backward = _dis().calc(prev_grey, cur_grey, None)  # t-1 -> t
     h, w = cur_grey.shape
-    xs, ys = _grid(h, w)
-    map_x, map_y = xs + forward[..., 0], ys + forward[..., 1]
+    motion = Motion(forward, np.zeros((h, w), bool))
+    map_x, map_y = motion.maps()
     inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
     back = _sample(backward, map_x, map_y)
     gap = np.sum((forward + back) ** 2, axis=-1)
     scale = np.sum(forward ** 2, axis=-1) + np.sum(back ** 2, axis=-1)
-    valid = inside & (gap <= _FB_ALPHA * scale + _FB_BETA)
-    return Motion(forward, valid)
+    motion.valid = inside & (gap <= _FB_ALPHA * scale + _FB_BETA)
+    return motion
 
 
 def warp_previous(prev: np.ndarray, motion: Motion) -> np.ndarray:
     """Frame ``t - 1`` warped onto frame ``t``: ``prev(x + f(x))`` (bilinear), float32 in [0, 1]."""
-    f = to_unit(prev)
-    h, w = f.shape[:2]
-    xs, ys = _grid(h, w)
-    return _sample(f, xs + motion.flow[..., 0], ys + motion.flow[..., 1])
+    return _sample(to_unit(prev), *motion.maps())
 
 
 def warp_error(prev: np.ndarray, cur: np.ndarray, motion: Motion) -> float | None:
@@ -147,8 +155,8 @@ def warp_error(prev: np.ndarray, cur: np.ndarray, motion: Motion) -> float | Non
     if count == 0:
         return None
     diff = to_unit(cur) - warp_previous(prev, motion)
-    per_pixel = np.sum(diff.astype(np.float64) ** 2, axis=-1)
-    return float(per_pixel[motion.valid].sum() / count)
+    per_pixel = np.einsum("hwc,hwc->hw", diff, diff)  # float32 per pixel, summed in float64 below
+    return float(per_pixel[motion.valid].sum(dtype=np.float64) / count)
 
 
 def flicker(prev: np.ndarray, cur: np.ndarray, ref_prev: np.ndarray, ref_cur: np.ndarray) -> float:
@@ -177,7 +185,8 @@ def pair_terms(gt_prev: np.ndarray, gt_cur: np.ndarray, videos: Mapping[str, tup
         out["warp"] = {name: warp_error(p, c, motion) for name, (p, c) in videos.items()}
         out["warp"]["gt"] = warp_error(gt_prev, gt_cur, motion)
     if "flicker" in metrics:
-        out["flicker"] = {name: flicker(p, c, gt_prev, gt_cur) for name, (p, c) in videos.items()}
+        change = brightness(gt_cur) - brightness(gt_prev)
+        out["flicker"] = {name: abs(brightness(c) - brightness(p) - change) for name, (p, c) in videos.items()}
     return out
 
 
