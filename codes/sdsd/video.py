@@ -52,6 +52,7 @@ from av.video.reformatter import Interpolation
 
 from sdsd.errors import UserError
 from sdsd.utils import io as io_utils
+from sdsd.utils.text import first_line
 
 logger = logging.getLogger("sdsd")
 
@@ -197,11 +198,6 @@ def is_video_path(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in VIDEO_EXTS
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def _check_rate(fps, what: str) -> Fraction:
     """``fps`` as a Fraction (denominator at most 1001, so 29.97 is 30000/1001); refuses rates below MIN_FPS."""
     try:
@@ -231,7 +227,7 @@ def _read_image(path: str) -> np.ndarray:
         else:
             img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     except (OSError, ValueError, EOFError) as exc:
-        raise UserError(f"cannot read frame {path} ({_first_line(exc)})") from None
+        raise UserError(f"cannot read frame {path} ({first_line(exc, 200)})") from None
     if img is None or not isinstance(img, np.ndarray) or img.ndim not in (2, 3) or img.size == 0:
         raise UserError(f"cannot read frame {path}: not an image (expected an H x W x 3 picture or BGR .npy array)")
     if img.ndim == 2:
@@ -323,7 +319,7 @@ def _input_kind(path: str) -> str:
     except FileNotFoundError:
         raise UserError(f"input not found: {path} (give a video file or a folder of frames)") from None
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path} ({_first_line(exc)}); check the path and its permissions") from None
+        raise UserError(f"cannot read {path} ({first_line(exc, 200)}); check the path and its permissions") from None
     if stat.S_ISDIR(mode):
         return "folder"
     if not stat.S_ISREG(mode):
@@ -343,7 +339,8 @@ def _frame_files(folder: str) -> list[str]:
             frames = sorted((e for e in entries if os.path.splitext(e.name)[1].lower() in FRAME_EXTS),
                             key=lambda e: e.name)
     except OSError as exc:
-        raise UserError(f"cannot list the input folder {folder} ({_first_line(exc)}); check its permissions") from None
+        raise UserError(f"cannot list the input folder {folder} ({first_line(exc, 200)}); "
+                        "check its permissions") from None
     if not frames:
         raise UserError(f"input folder {folder} holds no frames ({', '.join(FRAME_EXTS)}); "
                         "put the frames there or give a video file")
@@ -447,7 +444,7 @@ class FrameSource:
         try:
             self._container = av.open(path, "r")
         except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
-            raise UserError(f"cannot read {path} as a video ({_first_line(exc)}); "
+            raise UserError(f"cannot read {path} as a video ({first_line(exc, 200)}); "
                             "give a video file PyAV/FFmpeg can decode or a folder of frames") from None
         try:
             self._open_video()
@@ -484,7 +481,7 @@ class FrameSource:
         try:
             first = next(self._decoder, None)
         except av.FFmpegError as exc:
-            raise UserError(f"{path}: cannot decode its first frame ({_first_line(exc)}); the file is damaged or "
+            raise UserError(f"{path}: cannot decode its first frame ({first_line(exc, 200)}); the file is damaged or "
                             "truncated; re-encode or repair it") from None
         if first is None:
             raise UserError(f"{path}: no frames could be decoded; the file may be empty or damaged")
@@ -561,7 +558,7 @@ class FrameSource:
             # Only a decoder that ran to its end is checked: a caller that stops early (--max-frames) stops above.
             self._check_complete(shown, end_s)
         except av.FFmpegError as exc:
-            raise UserError(f"{self.path}: decoding failed after frame {shown} ({_first_line(exc)}); the file is "
+            raise UserError(f"{self.path}: decoding failed after frame {shown} ({first_line(exc, 200)}); the file is "
                             "damaged or truncated; re-encode or repair it") from None
         finally:
             self.close()
@@ -753,14 +750,14 @@ class VideoWriter(_AtomicOutput):
             try:
                 self._tmp = io_utils.temp_path_for(path)
             except OSError as exc:
-                raise UserError(f"cannot write the video {path} ({_first_line(exc)}); check the folder") from None
+                raise UserError(f"cannot write the video {path} ({first_line(exc, 200)}); check the folder") from None
             try:
                 self._container = av.open(self._tmp, "w")
                 self._stream = self._add_video_stream(name, crf)
                 self.codec = name
                 break
             except (av.FFmpegError, OSError, ValueError, TypeError) as exc:
-                errors.append(f"{name}: {_first_line(exc)}")
+                errors.append(f"{name}: {first_line(exc, 200)}")
                 self.abort()
                 self._container = None
             except BaseException:
@@ -857,7 +854,7 @@ class VideoWriter(_AtomicOutput):
         except BaseException as exc:
             self.abort()
             if isinstance(exc, (av.FFmpegError, OSError)):
-                raise UserError(f"cannot finish the video {self.path} ({_first_line(exc)})") from None
+                raise UserError(f"cannot finish the video {self.path} ({first_line(exc, 200)})") from None
             raise
         return self.path
 
@@ -908,7 +905,7 @@ class FolderWriter(_AtomicOutput):
             try:
                 foreign = sorted(n for n in os.listdir(path) if not _FRAME_NAME.match(n))
             except OSError as exc:
-                raise UserError(f"cannot write frames to {path} ({_first_line(exc)}); check the path") from None
+                raise UserError(f"cannot write frames to {path} ({first_line(exc, 200)}); check the path") from None
             if foreign:
                 raise UserError(f"output folder {path} holds files this tool did not write (e.g. {foreign[0]}); "
                                 "give a new or empty folder (one holding only NNNNNN.png frames is replaced)")
@@ -916,7 +913,7 @@ class FolderWriter(_AtomicOutput):
             os.makedirs(parent, exist_ok=True)
             self._tmp = io_utils.make_temp_dir(path)
         except OSError as exc:
-            raise UserError(f"cannot write frames to {path} ({_first_line(exc)}); check the path") from None
+            raise UserError(f"cannot write frames to {path} ({first_line(exc, 200)}); check the path") from None
 
     def write(self, frame: np.ndarray) -> None:
         """Write one ``H x W x 3`` RGB frame (uint8, or float in [0, 1]) as a PNG."""
@@ -952,7 +949,7 @@ class FolderWriter(_AtomicOutput):
                 raise
         except OSError as exc:
             self.abort()
-            raise UserError(f"cannot move the frames into {self.path} ({_first_line(exc)})") from None
+            raise UserError(f"cannot move the frames into {self.path} ({first_line(exc, 200)})") from None
         finally:
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
@@ -997,7 +994,7 @@ def open_writer(path: str, width: int, height: int, fps: Fraction | float = DEFA
         try:
             os.makedirs(parent, exist_ok=True)
         except OSError as exc:
-            raise UserError(f"cannot create the output folder {parent} ({_first_line(exc)})") from None
+            raise UserError(f"cannot create the output folder {parent} ({first_line(exc, 200)})") from None
     if not os.access(parent, os.W_OK):
         raise UserError(f"cannot write to {parent}: permission denied; choose another output path")
     return VideoWriter(path, width, height, fps, audio_from=audio_from, codec=codec, crf=crf, color=color,
