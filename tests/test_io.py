@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -240,3 +241,42 @@ def test_dataset_tools_do_not_load_torch():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "codes"), str(ROOT)])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- read_json: the one reader of our small JSON files -----------------------------------------------------------
+
+
+def test_read_json_reads_and_refuses_each_hostile_file(tmp_path):
+    from sdsd.utils.io import JSONFileProblem, read_json
+
+    good = tmp_path / "good.json"
+    good.write_bytes(b'\xef\xbb\xbf{"a": [1, 2.5, null]}')
+    assert read_json(str(good), 100) == {"a": [1, 2.5, None]}
+    with pytest.raises(FileNotFoundError):
+        read_json(str(tmp_path / "absent.json"), 100)
+    cases = {
+        "big.json": (b"[" + b"0," * 100 + b"0]", "larger than 100 bytes"),
+        "latin.json": ('{"caf\u00e9": 1}'.encode("latin-1"), "not UTF-8 text"),
+        "nan.json": (b'{"x": NaN}', "not valid JSON (NaN is not a number JSON allows"),
+        "cut.json": (b'{"x": ', "not valid JSON (Expecting value"),
+        "deep.json": (b"[" * 50 + b"]" * 50, None),
+    }
+    for name, (data, reason) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        if reason is None:
+            continue
+        with pytest.raises(JSONFileProblem, match=re.escape(reason)):
+            read_json(str(tmp_path / name), 100)
+    deep = tmp_path / "deeper.json"
+    deep.write_bytes(b"[" * 100000 + b"]" * 100000)
+    with pytest.raises(JSONFileProblem, match="nested too deeply"):
+        read_json(str(deep), 10**6)
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    with pytest.raises(JSONFileProblem, match="not a regular file"):
+        read_json(str(fifo), 100)  # refused without opening it: the read would block
+    link = tmp_path / "link.json"
+    link.symlink_to(good)
+    assert read_json(str(link), 100) == {"a": [1, 2.5, None]}
+    with pytest.raises(JSONFileProblem, match="symbolic link"):
+        read_json(str(link), 100, follow_links=False)

@@ -184,12 +184,11 @@ def check_archive_paths(given: list[str], files: list[str], outputs: list[str], 
 
 
 def _is_summary(path: str) -> bool:
+    from sdsd.utils.io import read_json
+
     try:
-        if not os.path.isfile(path) or os.path.getsize(path) > 64 * 2**20:
-            return False
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError, RecursionError):
+        data = read_json(path, 64 * 2**20)
+    except (OSError, ValueError):  # missing, or a JSONFileProblem
         return False
     return isinstance(data, dict) and isinstance(data.get("files"), list) and "failed" in data
 
@@ -237,12 +236,11 @@ def record_path(output: str) -> str:
 def read_record(output: str) -> dict | None:
     """The completion record of ``output``, or ``None`` when it has none (or an unreadable one)."""
     path = record_path(output)
+    from sdsd.utils.io import read_json
+
     try:
-        if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) > 2**20:
-            return None
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError, RecursionError):
+        data = read_json(path, 2**20, follow_links=False)
+    except (OSError, ValueError):  # missing, or a JSONFileProblem
         return None
     return data if isinstance(data, dict) and data.get("format") == RECORD_FORMAT else None
 

@@ -56,6 +56,7 @@ __all__ = [
     "make_temp_dir",
     "mark_temp_dir",
     "move_aside",
+    "read_json",
     "remove_stale_temps",
     "temp_path_for",
 ]
@@ -344,6 +345,59 @@ def atomic_write_json(obj, path: str, *, indent: int = 2, default=None) -> None:
     ``default`` is passed to ``json.dumps`` (e.g. ``str`` to write objects JSON has no type for).
     """
     atomic_write_text(json.dumps(obj, indent=indent, default=default) + "\n", path)
+
+
+class JSONFileProblem(ValueError):
+    """A small JSON file that cannot be used; ``str()`` is the reason, in words (``it is not valid JSON``)."""
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json(path: str, max_bytes: int, follow_links: bool = True):
+    """The value of the small JSON file ``path``, read with the checks every such file of ours gets.
+
+    Refuses (raising :class:`JSONFileProblem` with the reason as its message) a path that is not a regular file
+    (never opening a FIFO or device, so the read cannot block), a symbolic link when ``follow_links`` is false,
+    a file larger than ``max_bytes``, one that cannot be read, is not UTF-8, is not JSON (``NaN``/``Infinity``
+    included) or is nested too deeply to parse.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (a missing file is usually not a problem to report).
+        JSONFileProblem: the reasons above.
+    """
+    try:
+        st = os.stat(path) if follow_links else os.lstat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise JSONFileProblem(f"it cannot be read: {exc.strerror or type(exc).__name__}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise JSONFileProblem("it is a symbolic link")
+    if not stat.S_ISREG(st.st_mode):
+        raise JSONFileProblem("it is not a regular file")
+    if st.st_size > max_bytes:
+        raise JSONFileProblem(f"it is larger than {max_bytes} bytes")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise JSONFileProblem(f"it cannot be read: {exc.strerror or type(exc).__name__}") from None
+    if len(raw) > max_bytes:
+        raise JSONFileProblem(f"it is larger than {max_bytes} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise JSONFileProblem("it is not UTF-8 text") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise JSONFileProblem("it is nested too deeply to read") from None
+    except ValueError as exc:  # json.JSONDecodeError, a refused constant, an integer too long to read
+        message = " ".join(str(exc).split())
+        raise JSONFileProblem(f"it is not valid JSON ({message[:77] + '...' if len(message) > 80 else message})"
+                              ) from None
 
 
 def atomic_save_npy(array, path: str) -> None:
