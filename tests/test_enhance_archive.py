@@ -91,6 +91,7 @@ def test_archive_mistakes_are_one_line_errors(archive, tmp_path):
         archive_inputs([str(empty)])
 
 
+@pytest.mark.soak  # multi-process: `make soak`
 def test_torchrun_two_processes_share_the_archive(archive, tmp_path):
     folder, checkpoint = archive
     out = tmp_path / "out"

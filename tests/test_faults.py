@@ -339,6 +339,7 @@ def test_item11_records_compare_iteration_and_message(tmp_path, monkeypatch):
         check_repeated_failure(exp, 5)
 
 
+@pytest.mark.soak  # multi-process: `make soak`
 def test_item11_torchrun_stops_after_the_same_failure_twice(tmp_path):
     """A frame turns corrupt mid-run: attempt 0 fails, restart 1 resumes and fails at the same iteration, restart 2
     stops with one line instead of resuming again (before: every restart resumed and failed the same way)."""

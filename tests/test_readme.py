@@ -144,7 +144,13 @@ def test_readme_has_the_commands_this_file_checks():
             assert re.search(rf"^{command.split()[1]}:", makefile, flags=re.M), command
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+def _multi_process(command: str) -> bool:
+    return command.startswith("torchrun") or "torch.distributed" in command
+
+
+# The multi-process commands (torchrun, the legacy launcher) run in `make soak`; the others in `make test`.
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.soak) if _multi_process(c) else c
+                                     for c in COMMANDS])
 def test_readme_command_runs(command, workdir):
     argv = shrink(command)
     if argv is None:

@@ -227,6 +227,7 @@ def test_bad_temporal_value_is_a_one_line_error(tree, tmp_path, capsys):
     assert opt["protocol"]["temporal"] == ["warp"]
 
 
+@pytest.mark.soak  # multi-process: `make soak`
 def test_torchrun_two_processes_give_the_temporal_numbers_of_one(tree, tmp_path):
     items = overrides(tree, tree["checkpoint"], str(tmp_path / "one")) + ["protocol.temporal=[warp,flicker]"]
     single = quantitative.main(["-opt", IN_SDSD, "--no-progress", *set_args(items)])

@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from test_train import load, make_options, write_options
 
@@ -36,6 +37,7 @@ def log_text(exp):
     return "".join(open(os.path.join(exp, f)).read() for f in sorted(os.listdir(exp)) if f.endswith(".log"))
 
 
+@pytest.mark.soak  # multi-process: `make soak`
 def test_torchrun_two_processes_equal_one_process(tmp_path):
     opt = make_options(tmp_path, name="ddp", niter=3)
     opt["datasets"].pop("val")

@@ -9,6 +9,7 @@ from test_train import make_options, write_options
 from test_train_dist import REPO, TORCHRUN, env, free_port, log_text, run
 
 
+@pytest.mark.soak  # multi-process: `make soak`
 def test_legacy_launch_command_runs_on_cpu(tmp_path):
     opt = make_options(tmp_path, name="legacy", niter=2)
     opt["datasets"].pop("val")
