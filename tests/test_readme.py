@@ -128,6 +128,8 @@ def shrink(command: str) -> list[str] | None:
         return argv + (["--size", "32", "48"] if "prepare_sdsd" in command else [])
     if argv[1:3] == ["-m", "sdsd.tools.figures"]:
         return argv
+    if argv[1:3] == ["-m", "sdsd.tools.temporal"]:
+        return argv
     if argv[1:3] == ["-m", "sdsd.tools.sidecar"]:
         return argv + ["--set", *data_overrides(("train", "val")), "datasets.train.GT_size=32"]
     raise AssertionError(f"README command not covered by tests/test_readme.py: {command}")
@@ -142,6 +144,14 @@ def test_readme_has_the_commands_this_file_checks():
     for command in COMMANDS:
         if command.startswith("make "):
             assert re.search(rf"^{command.split()[1]}:", makefile, flags=re.M), command
+
+
+#: README commands that read what another README command writes: {part of the command: the command that writes it}.
+PREREQUISITES = {
+    "--predictions results/indoor-sdsd-results": "python qualitative_test.py -opt options/test/test_in_sdsd.yml",
+    "sdsd.tools.temporal bright.mp4": "python -m sdsd.enhance dark.mp4 -o bright.mp4 --model indoor"}
+PREREQUISITES_WRITE = {"--predictions results/indoor-sdsd-results": "results/indoor-sdsd-results",
+                       "sdsd.tools.temporal bright.mp4": "bright.mp4"}
 
 
 def _multi_process(command: str) -> bool:
@@ -164,6 +174,10 @@ def test_readme_command_runs(command, workdir):
                 writer.add_scalar("loss/total", 10.0 / step, step)
                 writer.add_scalar("val/psnr", 20.0 + step, step)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for needed, first in PREREQUISITES.items():  # a command that reads what an earlier README command wrote
+        if needed in command and not os.path.exists(workdir / PREREQUISITES_WRITE[needed]):
+            done = subprocess.run(shrink(first), cwd=workdir, capture_output=True, text=True, env=env, timeout=300)
+            assert done.returncode == 0, f"{first}\n{done.stderr[-3000:]}"
     done = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     if "sdsd.tools.sidecar" in command:
