@@ -37,10 +37,14 @@ def network_flops_by_hand(nf, n, g, front, back, height, width):
     def dcn_pack(h, w):  # offset/mask predictor + the deformable conv itself
         return conv(nf, g * 27, 3, h, w) + conv(nf, nf, 3, h, w)
 
-    pcd = conv(2 * nf, nf, 3, h3, w3) + conv(nf, nf, 3, h3, w3) + dcn_pack(h3, w3)
+    # The four offset convs of cat[neighbour, reference] (L3/L2/L1_offset_conv1, cas_offset_conv1) run as two
+    # halves: the neighbour half per frame (in pcd), the reference half once per window (in pairs).
+    pcd = conv(nf, nf, 3, h3, w3) + conv(nf, nf, 3, h3, w3) + dcn_pack(h3, w3)
     for h, w in ((h2, w2), (h1, w1)):
-        pcd += 2 * conv(2 * nf, nf, 3, h, w) + conv(nf, nf, 3, h, w) + dcn_pack(h, w) + conv(2 * nf, nf, 3, h, w)
-    pcd += conv(2 * nf, nf, 3, h1, w1) + conv(nf, nf, 3, h1, w1) + dcn_pack(h1, w1)
+        pcd += conv(nf, nf, 3, h, w) + conv(2 * nf, nf, 3, h, w) + conv(nf, nf, 3, h, w) + dcn_pack(h, w)
+        pcd += conv(2 * nf, nf, 3, h, w)
+    pcd += conv(nf, nf, 3, h1, w1) + conv(nf, nf, 3, h1, w1) + dcn_pack(h1, w1)
+    pairs = conv(nf, nf, 3, h3, w3) + conv(nf, nf, 3, h2, w2) + 2 * conv(nf, nf, 3, h1, w1)
 
     ha, wa, hb, wb = -(-h1 // 2), -(-w1 // 2), -(-h1 // 4), -(-w1 // 4)  # 3x3 stride-2 pad-1 pooling
     tsa = (n + 1) * conv(nf, nf, 3, h1, w1) + 2 * conv(n * nf, nf, 1, h1, w1)
@@ -51,7 +55,7 @@ def network_flops_by_hand(nf, n, g, front, back, height, width):
 
     recon = 2 * back * conv(nf, nf, 3, h1, w1) + conv(nf, 4 * nf, 3, h1, w1) + conv(nf, 256, 3, 2 * h1, 2 * w1)
     recon += conv(64, 64, 3, height, width) + conv(64, 3, 3, height, width)
-    return n * feats + n * pcd + tsa + 2 * recon
+    return n * feats + n * pcd + pairs + tsa + 2 * recon
 
 
 def test_network_flop_count_equals_hand_count():

@@ -166,8 +166,9 @@ MEMORY_SAFETY = 0.8
 
 
 def _pyramid_bytes(nf: int) -> float:
-    """float32 L1 + L2 + L3 features of one frame, per pixel of the frame: ``4 nf (1/16 + 1/64 + 1/256)``."""
-    return 4 * nf * (1 / 16 + 1 / 64 + 1 / 256)
+    """float32 features of one frame as ``extract_features`` returns them (L1 + L2 + L3, each with its offset conv's
+    neighbour half: ``2 nf`` channels), per pixel of the frame: ``8 nf (1/16 + 1/64 + 1/256)``."""
+    return 8 * nf * (1 / 16 + 1 / 64 + 1 / 256)
 
 
 def estimate_peak_bytes(nf: int, nframes: int, width: int, height: int, *, groups: int = 8, tile: int = 0,
@@ -177,7 +178,8 @@ def estimate_peak_bytes(nf: int, nframes: int, width: int, height: int, *, group
 
     With ``P`` the pixels of the padded frame, ``V`` those of one view (a tile, or the padded frame untiled), ``S``
     those of all tiles together (``P`` untiled; more than ``P`` where tiles overlap), ``K = nframes + batch`` the
-    frames the stream keeps, ``L = 4 nf (1/16 + 1/64 + 1/256)`` the bytes per pixel of one frame's features:
+    frames the stream keeps, ``L = 8 nf (1/16 + 1/64 + 1/256)`` the bytes per pixel of one frame's features
+    (the pyramid and its offset convs' neighbour halves, :func:`_pyramid_bytes`):
 
     * held: ``P (12 K + 108 batch)`` (frames, outputs) ``+ S K flips L`` (the feature cache, every tile and flip);
     * feature stage: ``chunk (9 nf + 32) V``;
@@ -188,8 +190,8 @@ def estimate_peak_bytes(nf: int, nframes: int, width: int, height: int, *, group
       ``COLUMN_BUFFER_BYTES (1 + 2 groups / nf)`` on the CPU;
     * peak = 64 MiB + held + the larger stage.
 
-    For the published network (nf=64, nframes=5, groups=8) untiled that is about 2770 B/px: 43 GiB for 4096x4096,
-    5.7 GiB for 1920x1080.
+    For the published network (nf=64, nframes=5, groups=8) untiled that is about 3000 B/px: 47 GiB for 4096x4096,
+    6.2 GiB for 1920x1080.
 
     The constants were fitted to measured peaks (``docs/performance.md``, memory plan calibration).
     """

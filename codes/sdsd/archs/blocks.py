@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcn.ops import exporting
-
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:
     """LeakyReLU(0.1), the activation used throughout SDSD-Net."""
@@ -22,27 +20,27 @@ def lrelu_(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu_(x, 0.1)
 
 
-def cat_pair(a: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """``cat([a, ref], 1)`` where ``ref`` may hold one item per group of ``a.shape[0] // ref.shape[0]`` items.
+def add_pair(a: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``a + ref`` (a new tensor) where ``ref`` may hold one item per group of ``a.shape[0] // ref.shape[0]`` items.
 
-    A smaller ``ref`` is broadcast while it is written into the output, so the repeated reference features are
-    never materialised on their own; the output keeps ``a``'s memory format.
+    A smaller ``ref`` is broadcast over its group without being repeated; the output keeps ``a``'s memory format.
     """
     if ref.shape[0] == a.shape[0]:
-        return torch.cat([a, ref], 1)
-    m, c = a.shape[:2]
+        return a + ref
     b = ref.shape[0]
-    if exporting():
-        # Graph capture for another runtime: an expand + reshape, which every runtime takes (OpenVINO refuses
-        # ``aten::unflatten`` on a slice being written to); same values.
-        rep = ref.unsqueeze(1).expand(b, m // b, *ref.shape[1:]).reshape(m, *ref.shape[1:])
-        return torch.cat([a, rep], 1)
-    fmt = torch.channels_last if is_channels_last(a) else torch.contiguous_format
-    out = torch.empty((m, c + ref.shape[1], *a.shape[2:]), dtype=torch.result_type(a, ref), device=a.device,
-                      memory_format=fmt)
-    out[:, :c] = a
-    out[:, c:].unflatten(0, (b, m // b)).copy_(ref.unsqueeze(1))
-    return out
+    return (a.reshape(b, a.shape[0] // b, *a.shape[1:]) + ref.unsqueeze(1)).flatten(0, 1)
+
+
+def conv_part(conv: nn.Conv2d, x: torch.Tensor, part: int, parts: int = 2, bias: bool = True) -> torch.Tensor:
+    """``conv`` applied to ``x`` as the ``part``-th of ``parts`` equal groups of its input channels.
+
+    The weight is a slice (a view) of ``conv.weight``, so gradients reach the same parameter, and the call goes
+    through the module's own convolution (:class:`sdsd.archs.fastconv.WinogradConv2d` included). Summing the parts
+    of a concatenated input, with the bias in one of them, gives ``conv(cat(parts))`` up to float rounding.
+    """
+    width = conv.in_channels // parts
+    weight = conv.weight[:, part * width:(part + 1) * width]
+    return conv._conv_forward(x, weight, conv.bias if bias else None)
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

@@ -33,6 +33,9 @@ import functools
 import torch
 from torch import nn
 
+# The option's names live in a module that loads nothing (command lines parse with them); read here as before.
+from sdsd.utils.conv_backend import CONV_BACKENDS as CONV_BACKENDS
+
 # Smallest in/out channel count converted, and smallest frame (H * W) run on NNPACK: below them oneDNN was as fast
 # or faster (measured on the 2-core AVX2 development machine, one thread: 8 frames of 32 channels at 12x12 ran
 # 1.4x slower on NNPACK, 32->256 channels at 24x24 1.35x faster).
@@ -104,15 +107,16 @@ class WinogradConv2d(nn.Conv2d):
     Made by :func:`use_winograd`, which swaps the class of existing modules in place.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        # nn.Conv2d.forward calls this with the module's own weight; sdsd.archs.blocks.conv_part with a slice of it.
         if (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-                and x.shape[-2] * x.shape[-1] >= MIN_PIXELS and self.weight.dtype == torch.float32
+                and x.shape[-2] * x.shape[-1] >= MIN_PIXELS and weight.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
                 and nnpack_available()):
-            if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-                return _WinogradConv.apply(x, self.weight, self.bias)
-            return winograd_conv2d(x, self.weight, self.bias)
-        return super().forward(x)
+            if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+                return _WinogradConv.apply(x, weight, bias)
+            return winograd_conv2d(x, weight, bias)
+        return super()._conv_forward(x, weight, bias)
 
 
 def use_winograd(model: nn.Module, enabled: bool = True) -> int:
@@ -134,10 +138,6 @@ def use_winograd(model: nn.Module, enabled: bool = True) -> int:
     return count
 
 
-#: ``conv_backend`` values: ``auto`` = ``winograd`` on a CPU with NNPACK, else ``channels_last`` on a CPU, and the
-#: plain layout on other devices; ``winograd`` = NCHW with the eligible convs on NNPACK; ``channels_last`` = oneDNN
-#: NHWC (on CUDA too); ``nchw`` = plain PyTorch. The same for training and testing.
-CONV_BACKENDS = ("auto", "winograd", "channels_last", "nchw")
 
 
 def apply_conv_backend(net: nn.Module, device: torch.device | str, backend: str = "auto") -> str:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dcn import ModulatedDeformConvPack
-from sdsd.archs.blocks import cat_pair, is_channels_last, lrelu, lrelu_, make_blocks, up2
+from sdsd.archs.blocks import add_pair, conv_part, is_channels_last, lrelu, lrelu_, make_blocks, up2
 from sdsd.errors import UserError
 from sdsd.options import published_network
 from sdsd.registry import ARCH_REGISTRY
@@ -37,10 +37,22 @@ class PCDAlign(nn.Module):
     Inputs are lists ``[L1, L2, L3]`` of ``M x nf x h x w`` tensors holding every (neighbour, reference) pair
     of the batch stacked along the first axis, so one call aligns all frames of all windows. ``ref`` may instead
     hold one item per window (``M / B``-fold shared): it is then broadcast and never copied on its own.
+
+    The four offset convolutions that read ``cat[x, ref]`` (``L3/L2/L1_offset_conv1``, ``cas_offset_conv1``) run as
+    the sum of their two halves, ``conv(x, W[:, :nf]) + b + conv(ref, W[:, nf:])`` (:func:`conv_part`: the halves
+    are views of the one weight, so the parameters, checkpoint keys and gradients are those of the full conv). The
+    reference half is computed once per reference item, not once per pair; the neighbour half of the three pyramid
+    convs depends on one frame only, so :meth:`neighbour_halves` computes it with the frame's features (what
+    :meth:`DenoiseIlluminationEnhance.extract_features` returns), and a window reuses it. Any level of ``nbr`` /
+    ``ref`` may therefore also be given packed, ``2 nf`` channels: the features, then their neighbour half.
     """
+
+    #: The offset convs of the pyramid levels whose neighbour half is a per-frame quantity, in level order.
+    PAIR_CONVS = ("L1_offset_conv1", "L2_offset_conv1", "L3_offset_conv1")
 
     def __init__(self, nf: int = 64, groups: int = 8):
         super().__init__()
+        self.nf = nf
         self.L3_offset_conv1 = _conv(nf * 2, nf)
         self.L3_offset_conv2 = _conv(nf, nf)
         self.L3_dcnpack = _dcn(nf, groups)
@@ -58,27 +70,51 @@ class PCDAlign(nn.Module):
         self.cas_offset_conv2 = _conv(nf, nf)
         self.cas_dcnpack = _dcn(nf, groups)
 
-    def forward(self, nbr: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.Tensor:
+    def neighbour_halves(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The neighbour halves (bias included) of the pyramid offset convs for features ``[L1, L2, L3]``."""
+        return [conv_part(getattr(self, name), level, 0) for name, level in zip(self.PAIR_CONVS, levels)]
+
+    def unpack(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(features, neighbour half)`` of a packed ``2 nf``-channel level; ``(level, None)`` for a plain one."""
+        if level.shape[1] == self.nf:
+            return level, None
+        fmt = torch.channels_last if is_channels_last(level) else torch.contiguous_format
+        return (level[:, :self.nf].contiguous(memory_format=fmt),
+                level[:, self.nf:].contiguous(memory_format=fmt))
+
+    def forward(self, nbr: list[torch.Tensor], ref: list[torch.Tensor],
+                halves: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Aligned neighbours, ``M x nf x h x w``. ``halves``: :meth:`neighbour_halves` of ``nbr`` when already
+        computed (packed levels carry their own; otherwise they are computed here)."""
+        unpacked = [self.unpack(level) for level in nbr]
+        nbr = [level for level, _ in unpacked]
+        if halves is None:
+            halves = [half for _, half in unpacked]
+            if any(half is None for half in halves):
+                halves = self.neighbour_halves(nbr)
+        ref = [self.unpack(level)[0] for level in ref]
+
         # Activations on fresh conv outputs run in place (nothing else holds them); the DCN outputs keep the
         # out-of-place one, as the dcn package may keep its output for its backward pass.
-        off3 = lrelu_(self.L3_offset_conv1(cat_pair(nbr[2], ref[2])))
+        off3 = lrelu_(add_pair(halves[2], conv_part(self.L3_offset_conv1, ref[2], 1, bias=False)))
         off3 = lrelu_(self.L3_offset_conv2(off3))
         fea3 = lrelu(self.L3_dcnpack([nbr[2], off3]))
 
-        off2 = lrelu_(self.L2_offset_conv1(cat_pair(nbr[1], ref[1])))
+        off2 = lrelu_(add_pair(halves[1], conv_part(self.L2_offset_conv1, ref[1], 1, bias=False)))
         off2 = lrelu_(self.L2_offset_conv2(torch.cat([off2, up2(off3).mul_(2)], 1)))
         off2 = lrelu_(self.L2_offset_conv3(off2))
         fea2 = self.L2_dcnpack([nbr[1], off2])
         fea2 = lrelu_(self.L2_fea_conv(torch.cat([fea2, up2(fea3)], 1)))
 
-        off1 = lrelu_(self.L1_offset_conv1(cat_pair(nbr[0], ref[0])))
+        off1 = lrelu_(add_pair(halves[0], conv_part(self.L1_offset_conv1, ref[0], 1, bias=False)))
         off1 = lrelu_(self.L1_offset_conv2(torch.cat([off1, up2(off2).mul_(2)], 1)))
         off1 = lrelu_(self.L1_offset_conv3(off1))
         fea1 = self.L1_dcnpack([nbr[0], off1])
         fea1 = self.L1_fea_conv(torch.cat([fea1, up2(fea2)], 1))
 
-        off = lrelu_(self.cas_offset_conv1(cat_pair(fea1, ref[0])))
-        off = lrelu_(self.cas_offset_conv2(off))
+        off = add_pair(conv_part(self.cas_offset_conv1, fea1, 0), conv_part(self.cas_offset_conv1, ref[0], 1,
+                                                                              bias=False))
+        off = lrelu_(self.cas_offset_conv2(lrelu_(off)))
         return lrelu(self.cas_dcnpack([fea1, off]))
 
 
@@ -193,7 +229,7 @@ class DenoiseIlluminationEnhance(nn.Module):
 
     # -- stages -------------------------------------------------------------------------------------------------
 
-    def extract_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def pyramid(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-frame pyramid features. ``frames``: ``T x 3 x H x W`` -> ``(L1, L2, L3)``, ``T x nf x H/4|8|16``."""
         self._check_size(frames.shape[-2], frames.shape[-1])
         frames = frames.contiguous(memory_format=self._memory_format())
@@ -205,11 +241,23 @@ class DenoiseIlluminationEnhance(nn.Module):
         l3 = lrelu_(self.fea_L3_conv2(lrelu_(self.fea_L3_conv1(l2))))
         return l1, l2, l3
 
+    def extract_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Everything of a window that depends on one frame only, computed once per frame.
+
+        ``frames``: ``T x 3 x H x W`` -> three levels, ``T x 2 nf x H/4|8|16``: each the pyramid features
+        (:meth:`pyramid`, channels ``:nf``) followed by the neighbour half of that level's first offset conv
+        (:meth:`PCDAlign.neighbour_halves`, channels ``nf:``), which every window holding the frame reuses.
+        """
+        levels = self.pyramid(frames)
+        halves = self.pcd_align.neighbour_halves(list(levels))
+        return tuple(torch.cat([level, half], 1) for level, half in zip(levels, halves))
+
     def forward_features(self, feats: tuple[torch.Tensor, ...], base: torch.Tensor):
         """Align, fuse and reconstruct from per-window features.
 
         Args:
-            feats: ``(L1, L2, L3)``, each ``B x N x nf x h x w`` (the window's frames in order).
+            feats: the :meth:`extract_features` levels of the window's frames in order, each
+                ``B x N x 2 nf x h x w`` (plain :meth:`pyramid` levels, ``B x N x nf x h x w``, work too).
             base: the centre input frame, ``B x 3 x H x W``.
 
         Returns:
@@ -220,8 +268,8 @@ class DenoiseIlluminationEnhance(nn.Module):
             raise UserError(f"the network was built for nframes={self.nframes} but got windows of {n} frames")
         c, fmt = self.center, self._memory_format()
         nbr = [f.reshape(b * n, *f.shape[2:]).contiguous(memory_format=fmt) for f in feats]
-        # One reference item per window: PCD broadcasts it into its concatenations instead of repeating it N times.
-        ref = [f[:, c].contiguous(memory_format=fmt) for f in feats]
+        # One reference item per window (its features only): PCD computes its halves once and broadcasts them.
+        ref = [f[:, c, :self.nf].contiguous(memory_format=fmt) for f in feats]
         aligned = self.pcd_align(nbr, ref).view(b, n, self.nf, *feats[0].shape[-2:])
         if self.w_TSA:
             fea = self.tsa_fusion(aligned)
@@ -244,7 +292,7 @@ class DenoiseIlluminationEnhance(nn.Module):
             raise UserError(f"expected input of shape B x N x 3 x H x W, got {tuple(x.shape)}")
         b, n, _, h, w = x.shape
         self._check_size(h, w)
-        feats = self.extract_features(x.reshape(b * n, 3, h, w))
+        feats = self.pyramid(x.reshape(b * n, 3, h, w))
         feats = tuple(f.view(b, n, *f.shape[1:]) for f in feats)
         return self.forward_features(feats, x[:, self.center])
 
