@@ -15,14 +15,17 @@ import sys
 import _sdsd_checkout  # noqa: F401 - first: puts this checkout's codes/ on sys.path (see _sdsd_checkout.py)
 from sdsd import options
 from sdsd.errors import cli_main
-from sdsd.training import parse_args, restarted_by_torchrun, train
-from sdsd.utils.dist import cleanup, init_distributed
+from sdsd.training.cli import parse_args, restarted_by_torchrun
 
 
 @cli_main
 def main(argv=None):
     args = parse_args(argv)  # -opt, --set, --auto_resume, legacy --launcher/--local_rank
     opt = options.load(args.opt, args.set, is_train=True)  # YAML + overrides, every key validated
+    # PyTorch and the trainer load only now: --help and mistakes in the arguments or the options answer at once.
+    from sdsd.training import train
+    from sdsd.utils.dist import cleanup, init_distributed
+
     dist_info = init_distributed(opt["gpu_ids"])  # torchrun environment -> rank, world size, device
     try:
         train(opt,  # checks, experiment folder, data, network, resume, loop, checkpoints

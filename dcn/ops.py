@@ -10,9 +10,16 @@ compute the same maths; eager CPU calls keep :mod:`dcn.cpu`, which is faster the
 from __future__ import annotations
 
 import torch
-from torchvision.ops import deform_conv2d as _tv_deform_conv2d
 
 from dcn.cpu import deform_conv2d_cpu
+
+
+def torchvision_deform_conv2d():
+    """``torchvision.ops.deform_conv2d``, imported on first use (then a lookup in ``sys.modules``): importing
+    torchvision costs seconds, as it loads ``torch._dynamo``, and the eager CPU path never needs it."""
+    from torchvision.ops import deform_conv2d
+
+    return deform_conv2d
 
 
 def exporting() -> bool:
@@ -95,8 +102,9 @@ def deform_conv2d(
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     if exporting():
         # Shapes are symbolic here (checked by the eager run the export is compared with); one op, input's dtype.
-        return _tv_deform_conv2d(input, offset, weight.to(input.dtype), None if bias is None else bias.to(input.dtype),
-                                 stride, padding, dilation, None if mask is None else mask.to(input.dtype))
+        return torchvision_deform_conv2d()(input, offset, weight.to(input.dtype),
+                                           None if bias is None else bias.to(input.dtype), stride, padding, dilation,
+                                           None if mask is None else mask.to(input.dtype))
     _check_shapes(input, offset, weight, bias, stride, padding, dilation, mask)
     dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
 
@@ -104,7 +112,7 @@ def deform_conv2d(
         return None if t is None else t.to(dtype)
 
     if input.is_cuda:
-        return _tv_deform_conv2d(
+        return torchvision_deform_conv2d()(
             cast(input), cast(offset), cast(weight), cast(bias), stride, padding, dilation, cast(mask)
         ).to(input.dtype)
     with torch.autocast(device_type=input.device.type, enabled=False):

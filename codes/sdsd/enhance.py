@@ -35,19 +35,24 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+# Only light modules at module level: the command line is parsed (and --help, argument errors answered) before
+# PyTorch, the network and the video libraries load, inside the functions that use them.
 from sdsd.archive import EXIT_FAILED_INPUTS, archive_inputs, archive_outputs, check_paths, format_summary
-from sdsd.archs.fastconv import CONV_BACKENDS
 from sdsd.color import WHITE_LEVEL_TEXT
 from sdsd.errors import UserError, cli_main
-from sdsd.exposure import ExposureMatcher
-from sdsd.inference import MIN_SIZE, Engine, build_engine
 from sdsd.runtimes.registry import CHOICES as RUNTIME_CHOICES
 from sdsd.runtimes.registry import PRECISION_CHOICES
+from sdsd.utils.conv_backend import CONV_BACKENDS
 from sdsd.utils.io import remove_stale_temps
+
+if TYPE_CHECKING:
+    import torch
+
+    from sdsd.inference import Engine
 
 __all__ = ["PRETRAINED", "resolve_model", "load_engine", "peak_memory_mib", "enhance_one", "enhance_file",
            "archive_inputs", "archive_outputs", "enhance_archive", "format_summary", "main"]
@@ -108,6 +113,7 @@ def load_engine(model: str, opt_path: str | dict | None = None, *, device: torch
         UserError: missing/unreadable checkpoint, bad option file, or a checkpoint that does not fit.
     """
     from sdsd.archs import load_model
+    from sdsd.inference import build_engine
 
     network_opts, file_backend = None, "auto"
     if opt_path is not None:
@@ -126,6 +132,8 @@ def peak_memory_mib(device: torch.device | None = None) -> tuple[float, float | 
     rss_mib = rss / 2**20 if sys.platform == "darwin" else rss / 1024
     cuda = None
     if device is not None and device.type == "cuda":
+        import torch
+
         cuda = torch.cuda.max_memory_allocated(device) / 2**20
     return rss_mib, cuda
 
@@ -248,8 +256,11 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
     Returns:
         A summary dict: frames, seconds, fps, peak memory, output, kind, and the engine's runtime and precision.
     """
+    import torch
     from tqdm import tqdm
 
+    from sdsd.exposure import ExposureMatcher
+    from sdsd.inference import MIN_SIZE
     from sdsd.video import CODECS, VideoWriter, open_source, open_writer, output_color
 
     check_paths(input_path, output_path)
@@ -417,6 +428,8 @@ def enhance_archive(args, files: list[str]) -> dict:
             print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
     device = select_device(None, int(os.environ.get("LOCAL_RANK", "0")), want=args.device)
     if device.type == "cuda":
+        import torch
+
         torch.cuda.set_device(device)
     key = archive.job_key(args, resolve_model(args.model))
     todo = [f for f, o in zip(files, outputs) if not os.path.exists(o)]

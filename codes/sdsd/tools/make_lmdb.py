@@ -21,10 +21,6 @@ import glob
 import json
 import os
 
-from tqdm import tqdm
-
-from sdsd.data import lmdb_backend
-from sdsd.data.frames import decode_frame
 from sdsd.errors import UserError, cli_main
 
 _COMMIT_EVERY = 64
@@ -65,6 +61,10 @@ def make_lmdb(src: str, dst: str, *, progress: bool = True) -> dict:
         UserError: bad paths, an unreadable frame (named), or a destination that is not such an LMDB.
     """
     import lmdb
+    from tqdm import tqdm
+
+    from sdsd.data import lmdb_backend  # (with PyTorch: imported here, after the command line is parsed)
+    from sdsd.data.frames import decode_frame
 
     src = os.path.abspath(os.path.expanduser(src))
     dst = os.path.abspath(os.path.expanduser(dst)).rstrip("/\\")
@@ -119,6 +119,8 @@ def make_lmdb(src: str, dst: str, *, progress: bool = True) -> dict:
 
 def _stored_keys(env, keys: list[tuple[str, str]]) -> dict[str, list[int]]:
     """Keys already stored with a valid value (a resumed run skips them), with their frame shapes."""
+    from sdsd.data import lmdb_backend
+
     present = {}
     with env.begin(write=False) as txn:
         for scene, name in keys:

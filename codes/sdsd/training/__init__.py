@@ -4,21 +4,10 @@ Public API:
     train(opt, *, auto_resume=False, argv=None, progress=None, dist_info=None) -> dict
     parse_args(argv) / restarted_by_torchrun()   the train.py command line
     train_step, run_validation, save_checkpoint, prepare_experiment, build_training, build_data, resume
-"""
 
-from sdsd.training.cli import parse_args, restarted_by_torchrun
-from sdsd.training.trainer import (
-    NonFiniteLossError,
-    TrainState,
-    build_data,
-    build_training,
-    prepare_experiment,
-    resume,
-    run_validation,
-    save_checkpoint,
-    train,
-    train_step,
-)
+The names are imported on first use: ``train.py`` parses its command line (:mod:`sdsd.training.cli`) without
+loading PyTorch and the trainer, so ``--help`` and argument errors answer at once.
+"""
 
 __all__ = [
     "NonFiniteLossError",
@@ -34,3 +23,15 @@ __all__ = [
     "train",
     "train_step",
 ]
+
+
+def __getattr__(name):
+    if name in ("parse_args", "restarted_by_torchrun"):
+        from sdsd.training import cli
+
+        return getattr(cli, name)
+    if name in __all__:
+        from sdsd.training import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'sdsd.training' has no attribute {name!r}")
