@@ -170,13 +170,21 @@ def test_auto_skips_conversion_for_a_short_job(tmp_path, monkeypatch, frames):
     auto = AutoBackend(other, "cpu", "auto", frames_hint=3)
     auto.features(frames[:2])
     assert "openvino fp32" in auto.report["skipped"] and auto.describe()["runtime"] == "torch"
-    assert not os.path.exists(tmp_path / "choices.json")  # provisional: a longer job may convert
+    # Remembered all the same (the next short job starts at once), with what a conversion may upgrade it to.
+    with open(tmp_path / "choices.json", encoding="utf-8") as f:
+        (saved,) = json.load(f).values()
+    assert saved["runtime"] == "torch" and "openvino fp32" in saved["pending"]
+    again = AutoBackend(other, "cpu", "auto", frames_hint=3)
+    again.features(frames[:2])
+    assert again.report["from_cache"]
 
 
 def test_unknown_runtime_and_precision_are_user_errors(net):
     with pytest.raises(UserError, match="runtime 'tensorflow'"):
         make_backend("tensorflow", net)
-    with pytest.raises(UserError, match="precision 'int8'"):
+    with pytest.raises(UserError, match="precision 'int4'"):
+        make_backend("torch", net, precision="int4")
+    with pytest.raises(UserError, match="runtime torch does not run precision 'int8'"):
         make_backend("torch", net, precision="int8")
 
 

@@ -3,6 +3,7 @@
 Usage::
 
     python -m sdsd.export CKPT --format onnx|openvino -o DIR [--opt FILE.yml] [--height H --width W]
+    python -m sdsd.export CKPT --cache [--runtime openvino|onnxruntime|all] [--height H --width W] [--int8 VIDEO]
 
 Two graphs are written, so a runtime keeps the engine's feature reuse: ``features`` (per frame: ``T x 3 x H x W``
 -> the ``L1, L2, L3`` pyramid) and ``windows`` (per window: the pyramid of the N frames + the centre frame ->
@@ -17,7 +18,12 @@ renamed onto it in one step, replacing a previous export there; a folder holding
 temporary folders of killed exports are removed by the next export into the same parent folder.
 
 ``sdsd.enhance --runtime openvino|onnxruntime`` and ``runtime:`` in option files export on their own (into the
-model cache, :mod:`sdsd.runtimes`); this command is for using the graphs elsewhere.
+model cache, :mod:`sdsd.runtimes`); ``-o`` is for using the graphs elsewhere. ``--cache`` converts into that model
+cache instead, ahead of the jobs (the conversions a short ``--runtime auto`` job leaves out as too costly for it):
+OpenVINO's models for ``--height x --width`` frames and ONNX Runtime's graphs, and with ``--int8 VIDEO`` OpenVINO's
+int8 models too, quantized by NNCF on the video's first frames (their size, padded to a multiple of 16, is then the
+models' size). A later ``--runtime auto`` run finds them converted and times them (its remembered choice is
+upgraded).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import torch
 from sdsd.errors import UserError, cli_main
 from sdsd.utils.io import OWNER_RECORD, atomic_folder, make_folder, remove_stale_temps
 
-__all__ = ["EXPORT_FILES", "check_output", "export", "main"]
+__all__ = ["EXPORT_FILES", "check_output", "export", "export_to_cache", "main"]
 
 
 #: The files an export writes (ONNX graphs with their optional external-data files, OpenVINO IR): an existing
@@ -88,6 +94,70 @@ def export(checkpoint: str, fmt: str, output: str, opt_path: str | None = None, 
         raise UserError(f"-o {output}: could not write the export ({exc.strerror or type(exc).__name__}); give a "
                         "writable folder with free space") from None
     return {"files": [os.path.join(output, name) for name in names], "max_abs_diff": diff, "removed": removed}
+
+
+def export_to_cache(checkpoint: str, runtimes: list[str], height: int = 512, width: int = 960,
+                    opt_path: str | None = None, int8_video: str | None = None,
+                    cache: str | None = None) -> list[str]:
+    """Convert ``checkpoint`` into the model cache for ``runtimes`` (``openvino``: for ``height x width`` frames,
+    with ``int8_video`` also its int8 models, calibrated on that video's first frames, whose padded size is then
+    the size; ``onnxruntime``: any size). Returns one line per model: what it is and whether it was converted now
+    or already cached.
+
+    Raises:
+        UserError: bad checkpoint / option file / shape / video, the cache cannot be used, or a runtime is missing
+            or refuses the graph.
+    """
+    from sdsd import runtimes as rt
+    from sdsd.archs import load_model
+    from sdsd.runtimes.graphs import _check_shape
+
+    network_opts = None
+    if opt_path is not None:
+        from sdsd import options
+
+        network_opts = options.load(opt_path, ["name=export"], is_train=False)["network_G"]
+    calibration = None
+    if int8_video is not None:
+        calibration = _calibration_frames(int8_video)
+        height, width = calibration.shape[-2:]
+    _check_shape(height, width)
+    net, _, _ = load_model(checkpoint, network_opts, strict=True)
+    lines = []
+    for name in runtimes:
+        if name == "openvino":
+            for precision in ("fp32", "int8") if calibration is not None else ("fp32",):
+                backend = rt.OpenVINOBackend(net, precision=precision, cache=cache,
+                                             calibration=calibration if precision == "int8" else None)
+                built = backend.prepare(height, width)
+                lines.append(f"openvino {precision} {height}x{width}: {'converted' if built else 'already cached'}")
+        elif name == "onnxruntime":
+            cached = rt.is_cached("onnxruntime", net, 0, 0, cache)
+            rt.OnnxRuntimeBackend(net, cache=cache)
+            lines.append(f"onnxruntime fp32: {'already cached' if cached else 'converted'}")
+        else:
+            raise UserError(f"--runtime {name}: use openvino, onnxruntime or all")
+    return lines
+
+
+def _calibration_frames(path: str) -> torch.Tensor:
+    """The first frames of a video (as many as the int8 recipe calibrates on), ``T x 3 x H x W`` RGB in [0, 1],
+    padded to a multiple of 16 as the engine pads them."""
+    import numpy as np
+
+    from sdsd.inference import pad_to_multiple
+    from sdsd.runtimes.quantize import RECIPE
+    from sdsd.video import read_frames
+
+    if not os.path.exists(path):
+        raise UserError(f"--int8 {path}: no such video or frame folder")
+    frames = list(read_frames(path, int(RECIPE["windows"])))
+    if not frames:
+        raise UserError(f"--int8 {path} has no frames; give a video to calibrate on")
+    x = torch.stack([torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1).float() for f in frames])
+    if frames[0].dtype == np.uint8:
+        x = x / 255.0
+    return pad_to_multiple(x)
 
 
 def check_output(output: str) -> None:
@@ -148,10 +218,19 @@ def _check(fmt: str, paths: dict, net, height: int, width: int) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sdsd.export",
                                      description="Export SDSD-Net's two graphs (features, windows) for ONNX Runtime "
-                                                 "or OpenVINO.")
+                                                 "or OpenVINO, into a folder (--format, -o) or into the model cache "
+                                                 "(--cache).")
     parser.add_argument("checkpoint", help="checkpoint path, or indoor|outdoor|smid for pretrain/<name>_G.pth")
-    parser.add_argument("--format", required=True, choices=("onnx", "openvino"))
-    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("--format", choices=("onnx", "openvino"), help="what to write into -o")
+    parser.add_argument("-o", "--output", help="output folder (with --format)")
+    parser.add_argument("--cache", action="store_true",
+                        help="convert into the model cache ($SDSD_CACHE, default ~/.cache/sdsd) for sdsd.enhance "
+                             "and runtime auto, instead of into -o")
+    parser.add_argument("--runtime", choices=("openvino", "onnxruntime", "all"), default="all",
+                        help="with --cache: which runtime's models (default all)")
+    parser.add_argument("--int8", metavar="VIDEO", default=None,
+                        help="with --cache: also quantize OpenVINO int8 models (NNCF), calibrated on this video's "
+                             "first frames; their size is the models' size")
     parser.add_argument("--opt", default=None, help="option file whose network_G describes the network "
                                                     "(default: read it off the checkpoint)")
     parser.add_argument("--height", type=int, default=None,
@@ -166,7 +245,22 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m sdsd.export``."""
     from sdsd.enhance import resolve_model
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cache:
+        if args.format or args.output:
+            raise UserError("--cache converts into the model cache: give it without --format and -o")
+        if args.int8 and args.runtime == "onnxruntime":
+            raise UserError("--int8 quantizes OpenVINO models: use it with --runtime openvino or all")
+        chosen = ["openvino", "onnxruntime"] if args.runtime == "all" else [args.runtime]
+        lines = export_to_cache(resolve_model(args.checkpoint), chosen, args.height or 512, args.width or 960,
+                                args.opt, args.int8)
+        print("\n".join(lines))
+        return 0
+    if not args.format or not args.output:
+        raise UserError("give --format and -o (export into a folder), or --cache (convert into the model cache)")
+    if args.int8:
+        raise UserError("--int8 goes with --cache (convert into the model cache)")
     default = (512, 960) if args.format == "openvino" else (64, 96)
     height = args.height if args.height is not None else default[0]
     width = args.width if args.width is not None else default[1]

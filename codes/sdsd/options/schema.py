@@ -254,8 +254,11 @@ TOP_KEYS = {
                            "other devices. All agree up to float rounding (sdsd.archs.fastconv).",
                            choice_from("sdsd.archs.fastconv:CONV_BACKENDS")),
     "runtime": Option("torch", "Evaluation runtime: one of sdsd.runtimes.registry, or auto (fastest measured). "
-                      "Always fp32; torch reproduces the published numbers to the digit, the others within 0.01 dB.",
-                      choice_from("sdsd.runtimes.registry:CHOICES")),
+                      "fp32 unless `precision` says int8; torch reproduces the published numbers to the digit, the "
+                      "others within 0.01 dB.", choice_from("sdsd.runtimes.registry:CHOICES")),
+    "precision": Option("fp32", "Evaluation precision: fp32 (the published numbers), or int8 (runtime openvino: "
+                        "NNCF post-training quantization calibrated on the first frames evaluated; inference only, "
+                        "never a train.amp).", choice_from("sdsd.runtimes.registry:EVALUATION_PRECISIONS")),
     "datasets": Option({}, "One dataset block per phase (train, val, test, ...); see the dataset keys.", mapping),
     "network_G": Option({}, "The network block; see the network keys.", mapping),
     "path": Option({}, "Paths; see the path keys.", mapping),

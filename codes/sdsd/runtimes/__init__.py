@@ -31,13 +31,24 @@ from sdsd.runtimes.graphs import export_onnx, export_openvino, network_hash
 from sdsd.runtimes.machine import cpu_model, native_bf16
 from sdsd.runtimes.onnxruntime_backend import OnnxRuntimeBackend
 from sdsd.runtimes.openvino_backend import OpenVINOBackend
-from sdsd.runtimes.registry import AUTO, CHOICES, PRECISION_CHOICES, PRECISIONS, RUNTIMES, backend_class
+from sdsd.runtimes.registry import (
+    AUTO,
+    CHOICES,
+    INFERENCE_PRECISIONS,
+    INT8,
+    PRECISION_CHOICES,
+    PRECISIONS,
+    RUNTIMES,
+    backend_class,
+    check_precision,
+)
 
-__all__ = ["AUTO", "AutoBackend", "Backend", "CHOICES", "CacheUnavailable", "MIN_PSNR_DB", "OnnxRuntimeBackend",
-           "OpenVINOBackend", "PRECISIONS", "PRECISION_CHOICES", "RUNTIMES", "RuntimeUnavailable", "TorchBackend",
-           "backend_class", "cache_dir", "cache_problem", "cached_models", "candidates", "cpu_model", "export_onnx",
-           "export_openvino", "import_runtime", "is_cached", "make_backend", "native_bf16", "network_hash",
-           "open_cache", "read_choices", "runtime_version"]
+__all__ = ["AUTO", "AutoBackend", "Backend", "CHOICES", "CacheUnavailable", "INFERENCE_PRECISIONS", "INT8",
+           "MIN_PSNR_DB", "OnnxRuntimeBackend", "OpenVINOBackend", "PRECISIONS", "PRECISION_CHOICES", "RUNTIMES",
+           "RuntimeUnavailable", "TorchBackend", "backend_class", "cache_dir", "cache_problem", "cached_models",
+           "candidates", "check_precision", "cpu_model", "export_onnx", "export_openvino", "import_runtime",
+           "is_cached", "make_backend", "native_bf16", "network_hash", "open_cache", "read_choices",
+           "runtime_version"]
 
 
 def make_backend(runtime: str, net: nn.Module, device: torch.device | str = "cpu", precision: str = "fp32",
@@ -45,18 +56,24 @@ def make_backend(runtime: str, net: nn.Module, device: torch.device | str = "cpu
                  frames_hint: int | None = None) -> Backend:
     """The backend ``runtime`` (``torch``, ``openvino``, ``onnxruntime`` or ``auto``) for ``net`` on ``device``.
 
-    ``precision`` is ``fp32``, ``bf16``, ``fp16`` or (``auto`` runtime only) ``auto``: the fastest precision whose
-    output stays within 40 dB PSNR of fp32. ``frames_hint``: the job's expected frame count (``auto`` only; see
-    :class:`AutoBackend`).
+    ``precision`` is ``fp32``, ``bf16``, ``fp16``, ``int8`` (runtimes whose registry entry lists it: OpenVINO; with
+    ``auto`` the runtime is OpenVINO) or ``auto``: with runtime ``auto`` the fastest precision whose output stays
+    within 40 dB PSNR of fp32, with another runtime fp32. ``frames_hint``: the job's expected frame count (``auto``
+    only; see :class:`AutoBackend`).
 
     Raises:
-        UserError: an unknown runtime or precision; RuntimeUnavailable: the runtime cannot run here.
+        UserError: an unknown runtime or precision, or a precision the runtime does not run (one line);
+        RuntimeUnavailable: the runtime cannot run here.
     """
     if runtime not in CHOICES:
         raise UserError(f"runtime {runtime!r} is not one of {', '.join(CHOICES)}")
     if precision not in PRECISION_CHOICES:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISION_CHOICES)}")
+    check_precision(runtime, precision)
     device = torch.device(device)
+    if runtime == AUTO and precision == INT8:
+        # One runtime computes int8: auto has nothing to choose between.
+        runtime = next(name for name, r in RUNTIMES.items() if INT8 in r.precisions)
     if runtime == AUTO:
         return AutoBackend(net, device, precision, conv_backend=conv_backend, cache=cache, frames_hint=frames_hint)
     if precision == AUTO:

@@ -2,12 +2,20 @@
 
 On the first frames the engine passes it, :class:`AutoBackend` times every candidate the registry's runtimes offer
 here (:func:`candidates`: PyTorch NCHW / channels_last / Winograd, bf16 where the CPU computes it natively, CUDA
-fp16/bf16, OpenVINO, ONNX Runtime) on one window after one warm-up, rejects any whose output is not within
-:data:`MIN_PSNR_DB` of the fp32 PyTorch output of that window, keeps the fastest, logs the choice in one line and
-remembers it per machine, network size, shape and precision request (``choices.json`` in the cache folder), so a
-later run skips the timing. A ``choices.json`` that is not valid (not JSON, not an object, too large) is ignored
-with one warning and rewritten; entries naming unknown runtimes are dropped. When the cache folder cannot be used,
-one warning says so and only PyTorch candidates are timed.
+fp16/bf16, OpenVINO fp32 and int8, ONNX Runtime) on one window after one warm-up, rejects any whose output is not
+within :data:`MIN_PSNR_DB` of the fp32 PyTorch output of that window, keeps the fastest, logs the choice and why
+the others were left out in one line and remembers it per machine, network size, shape and precision request
+(``choices.json`` in the cache folder), so a later run skips the timing.
+
+A candidate whose models are not converted (or, int8, quantized) yet is left out when the job is too short to pay
+for the conversion; the choice among the others is remembered all the same, with the candidates left out that way
+(``pending``). A later run times again (an upgrade) once one of them is in the cache (a longer job converted it, or
+``python -m sdsd.export --cache``) or its job is long enough to pay for converting it; a remembered choice whose
+models left the cache is timed again too.
+
+A ``choices.json`` that is not valid (not JSON, not an object, too large) is ignored with one warning and
+rewritten; entries naming unknown runtimes are dropped. When the cache folder cannot be used, one warning says so
+and only PyTorch candidates are timed.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from sdsd.runtimes.base import Backend, RuntimeUnavailable, TorchBackend, close_
 from sdsd.runtimes.cache import CacheUnavailable, cache_dir, cache_name, is_cached, open_cache
 from sdsd.runtimes.graphs import GRAPH_VERSION, network_settings
 from sdsd.runtimes.machine import machine_key, native_bf16
-from sdsd.runtimes.registry import PRECISIONS, RUNTIMES, backend_class, candidates_of
+from sdsd.runtimes.quantize import QUANTIZE_SECONDS
+from sdsd.runtimes.registry import INFERENCE_PRECISIONS, RUNTIMES, backend_class, candidates_of
 from sdsd.utils.io import atomic_write_json
 
 logger = logging.getLogger("sdsd")
@@ -42,6 +51,18 @@ MIN_PSNR_DB = 40.0
 #: unknown.
 CONVERSION_SECONDS = 60.0
 CONVERSION_PAYBACK = 10.0
+
+
+def conversion_seconds(runtime: str, precision: str, net: nn.Module, height: int, width: int,
+                       cache: str | None) -> float:
+    """Seconds assumed for making a candidate's models (0 when they are in the cache): a conversion, and for int8 the
+    quantization (:data:`sdsd.runtimes.quantize.QUANTIZE_SECONDS`) too."""
+    if runtime == "torch" or is_cached(runtime, net, height, width, cache, precision):
+        return 0.0
+    if precision == "int8":
+        converted = is_cached(runtime, net, height, width, cache)
+        return QUANTIZE_SECONDS + (0.0 if converted else CONVERSION_SECONDS)
+    return CONVERSION_SECONDS
 
 
 # -- candidates, per runtime (named by the registry) ---------------------------------------------------------------
@@ -72,12 +93,14 @@ def torch_candidates(device: torch.device, precision: str) -> list[tuple[str, st
 
 
 def openvino_candidates(device: torch.device, precision: str) -> list[tuple[str, str | None]]:
-    """OpenVINO's candidates: the CPU plugin in fp32, and bf16 where the CPU computes it natively."""
+    """OpenVINO's candidates: the CPU plugin in fp32, bf16 where the CPU computes it natively, and int8 (NNCF)."""
     if device.type != "cpu":
         return []
     out: list[tuple[str, str | None]] = [("fp32", None)] if precision in ("fp32", "auto") else []
     if precision in ("bf16", "auto") and native_bf16():
         out.append(("bf16", None))
+    if precision in ("int8", "auto"):
+        out.append(("int8", None))
     return out
 
 
@@ -177,21 +200,24 @@ class AutoBackend(Backend):
             _warn_unusable_cache(exc.root, self.cache, exc.problem)
         known = self._load_choices().get(key) if recall and cache_usable else None
         if known is not None:
-            try:
-                backend = self._build(known["runtime"], known["precision"], known.get("conv_backend"))
-                self.report = {**known, "from_cache": True}
-                logger.info("runtime auto: %s (remembered for %dx%d)", _label(known), height, width)
-                return backend
-            except UserError as exc:  # RuntimeUnavailable included: e.g. a runtime uninstalled since
-                logger.warning("runtime auto: the remembered choice %s cannot run (%s); timing again",
-                               _label(known), exc)
+            why = self._retime_reason(known, height, width)
+            if why is None:
+                try:
+                    backend = self._build(known["runtime"], known["precision"], known.get("conv_backend"))
+                    self.report = {**known, "from_cache": True}
+                    logger.info("runtime auto: %s (remembered for %dx%d)", _label(known), height, width)
+                    return backend
+                except UserError as exc:  # RuntimeUnavailable included: e.g. a runtime uninstalled since
+                    why = f"it cannot run ({exc})"
+            logger.info("runtime auto: timing again for %dx%d: the remembered choice %s %s", height, width,
+                        _label(known), why)
         n = self.nframes
         sample = frames[:1].float()
         window_index = torch.arange(n) % frames.shape[0]
         timings, rejected, skipped = {}, {}, {}
-        # provisional: a runtime was left out only for its conversion cost (or the cache is unusable): do not
-        # remember this choice.
-        provisional = not cache_usable
+        # Labels left out only because converting them would not pay for this job: remembered as pending, so a
+        # later run upgrades the choice once they are converted.
+        pending: list[str] = []
         reference = None
         best = None
         tried = candidates(self.device, self.requested, self.conv_backend)
@@ -199,25 +225,26 @@ class AutoBackend(Backend):
             tried = [c for c in tried if c[0] == "torch"]
         for runtime, precision, conv in tried:
             label = _label({"runtime": runtime, "precision": precision, "conv_backend": conv})
-            if (runtime != "torch" and best is not None and self.frames_hint is not None
-                    and not is_cached(runtime, self.net, height, width, self.cache)
-                    and self.frames_hint * best[0] < CONVERSION_PAYBACK * CONVERSION_SECONDS):
-                provisional = True
-                skipped[label] = (f"not converted yet and the job ({self.frames_hint} frames, about "
-                                  f"{self.frames_hint * best[0]:.0f} s) is too short to pay for converting it")
-                logger.info("runtime auto: %s left out: %s", label, skipped[label])
+            cost = conversion_seconds(runtime, precision, self.net, height, width, self.cache)
+            if (cost and best is not None and self.frames_hint is not None
+                    and self.frames_hint * best[0] < CONVERSION_PAYBACK * cost):
+                pending.append(label)
+                skipped[label] = (f"not {'quantized' if precision == 'int8' else 'converted'} yet and the job "
+                                  f"({self.frames_hint} frames, about {self.frames_hint * best[0]:.0f} s) is too "
+                                  "short to pay for it")
+                logger.debug("runtime auto: %s left out: %s", label, skipped[label])
                 continue
             try:
                 start = time.perf_counter()
                 backend = self._build(runtime, precision, conv)
                 if hasattr(backend, "prepare"):
-                    backend.prepare(height, width)
+                    backend.prepare(height, width, frames)
                 setup = time.perf_counter() - start
                 with torch.inference_mode():
                     seconds, out = _time_window(backend, frames, sample, window_index)
             except RuntimeUnavailable as exc:
                 skipped[label] = str(exc)
-                logger.info("runtime auto: %s left out: %s", label, exc)
+                logger.debug("runtime auto: %s left out: %s", label, exc)
                 continue
             if reference is None:
                 # The first candidate is always torch fp32: the reference the others are held to.
@@ -225,7 +252,7 @@ class AutoBackend(Backend):
             psnr = _psnr(out, reference)
             if psnr < MIN_PSNR_DB:
                 rejected[label] = round(psnr, 2)
-                logger.info("runtime auto: %s rejected: %.1f dB from fp32 (< %g dB)", label, psnr, MIN_PSNR_DB)
+                logger.debug("runtime auto: %s rejected: %.1f dB from fp32 (< %g dB)", label, psnr, MIN_PSNR_DB)
                 close_backend(backend)
                 continue
             timings[label] = {"seconds": round(seconds, 4), "setup_seconds": round(setup, 2),
@@ -240,12 +267,39 @@ class AutoBackend(Backend):
             raise UserError(f"runtime auto: no runtime can run here ({'; '.join(skipped.values())})")
         choice = best[1]
         self.report = {**choice, "timings": timings, "rejected": rejected, "skipped": sorted(skipped),
-                       "from_cache": False}
-        if not provisional:
-            self._save_choice(key, {**choice, "timings": timings})
-        logger.info("runtime auto: %s at %.3f s per frame and window (%dx%d; %s)", _label(choice), best[0], height,
-                    width, ", ".join(f"{k} {v['seconds']:.3f} s" for k, v in timings.items()))
+                       "pending": pending, "from_cache": False}
+        if cache_usable:
+            # Remembered whenever it was made among the candidates that can run now; pending ones upgrade it later.
+            self._save_choice(key, {**choice, "timings": timings, "pending": pending,
+                                    "seconds": round(best[0], 4)})
+        left_out = [f"{k} ({v})" for k, v in skipped.items()] + [
+            f"{k} ({v:.1f} dB from fp32 < {MIN_PSNR_DB:g} dB)" for k, v in rejected.items()]
+        logger.info("runtime auto: %s at %.3f s per frame and window (%dx%d; %s)%s", _label(choice), best[0], height,
+                    width, ", ".join(f"{k} {v['seconds']:.3f} s" for k, v in timings.items()),
+                    f"; left out: {'; '.join(left_out)}" if left_out else "")
         return best[2]
+
+    def _retime_reason(self, known: dict, height: int, width: int) -> str | None:
+        """Why a remembered choice is timed again (None: use it): its models left the cache, or a candidate it was
+        made without (``pending``) is now in the cache or pays for its conversion on this job."""
+        if known["runtime"] != "torch" and not is_cached(known["runtime"], self.net, height, width, self.cache,
+                                                         known["precision"]):
+            return "has no models in the cache any more"
+        seconds = known.get("seconds")
+        for label in known.get("pending", ()):
+            match = [c for c in candidates(self.device, self.requested, self.conv_backend)
+                     if _label({"runtime": c[0], "precision": c[1], "conv_backend": c[2]}) == label]
+            if not match:
+                continue
+            runtime, precision, _ = match[0]
+            cost = conversion_seconds(runtime, precision, self.net, height, width, self.cache)
+            if not cost:
+                return f"was made while {label} was not converted; it is now"
+            if self.frames_hint is None or not isinstance(seconds, (int, float)):
+                return f"was made without {label}; this job's length is unknown, so converting it may pay"
+            if self.frames_hint * seconds >= CONVERSION_PAYBACK * cost:
+                return f"was made without {label}; this job ({self.frames_hint} frames) pays for converting it"
+        return None
 
     def _ensure(self, frames: torch.Tensor) -> Backend:
         if self.chosen is None:
@@ -296,10 +350,12 @@ def _valid_choice(value) -> bool:
     from sdsd.archs.fastconv import CONV_BACKENDS
 
     return (isinstance(value, dict) and isinstance(value.get("runtime"), str) and value["runtime"] in RUNTIMES
-            and isinstance(value.get("precision"), str) and value["precision"] in PRECISIONS
+            and isinstance(value.get("precision"), str) and value["precision"] in INFERENCE_PRECISIONS
             and (value.get("conv_backend") is None
                  or (isinstance(value["conv_backend"], str) and value["conv_backend"] in CONV_BACKENDS))
-            and isinstance(value.get("timings", {}), dict))
+            and isinstance(value.get("timings", {}), dict)
+            and isinstance(value.get("pending", []), list)
+            and all(isinstance(label, str) for label in value.get("pending", [])))
 
 
 def read_choices(path: str, warn: bool = True) -> dict:

@@ -25,6 +25,7 @@ from torch import nn
 
 from sdsd.runtimes.base import RuntimeUnavailable, runtime_version
 from sdsd.runtimes.graphs import GRAPH_VERSION, network_hash
+from sdsd.runtimes.quantize import RECIPE, int8_prefix
 from sdsd.runtimes.registry import RUNTIMES
 from sdsd.utils.io import (
     OWNER_RECORD,
@@ -40,7 +41,7 @@ from sdsd.utils.io import (
 logger = logging.getLogger("sdsd")
 
 __all__ = ["CacheUnavailable", "cache_dir", "cache_key", "cache_name", "cache_problem", "cached_models",
-           "entry_valid", "invalidate", "is_cached", "open_cache"]
+           "entry_valid", "invalidate", "is_cached", "newest_entry", "open_cache"]
 
 
 def cache_dir() -> str:
@@ -173,13 +174,34 @@ def cached_models(key: str, build, cache: str | None = None) -> tuple[str, bool]
     return folder, True
 
 
-def is_cached(runtime: str, net: nn.Module, height: int, width: int, cache: str | None = None) -> bool:
-    """Whether the exported models of ``runtime`` for ``net`` (and, for OpenVINO, this shape) are in the cache."""
+def is_cached(runtime: str, net: nn.Module, height: int, width: int, cache: str | None = None,
+              precision: str = "fp32") -> bool:
+    """Whether the exported models of ``runtime`` for ``net`` (and, for OpenVINO, this shape) are in the cache;
+    for ``precision`` int8 (OpenVINO), also an int8 model of the default recipe (calibrated on any frames)."""
+    root = cache or cache_dir()
     try:
         key = cache_key(runtime, network_hash(net), height, width)
+        if not entry_valid(os.path.join(root, key)):
+            return False
+        return precision != "int8" or newest_entry(root, int8_prefix(key, RECIPE)) is not None
     except RuntimeUnavailable:
         return False
-    return entry_valid(os.path.join(cache or cache_dir(), key))
+
+
+def newest_entry(root: str, prefix: str) -> str | None:
+    """The most recently built complete entry whose key starts with ``prefix`` (links are not followed), or None."""
+    parent, start = os.path.split(os.path.join(root, prefix))
+    try:
+        names = [name for name in os.listdir(parent) if name.startswith(start)]
+    except OSError:
+        return None
+    found = []
+    for name in names:
+        path = os.path.join(parent, name)
+        if not os.path.islink(path) and entry_valid(path):
+            with contextlib.suppress(OSError):
+                found.append((os.path.getmtime(os.path.join(path, "manifest.json")), path))
+    return max(found)[1] if found else None
 
 
 def cache_key(runtime: str, digest: str, height: int, width: int) -> str:

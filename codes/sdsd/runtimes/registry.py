@@ -13,15 +13,24 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
+from sdsd.errors import UserError
 from sdsd.utils.precision import MODES
 
-__all__ = ["AUTO", "CHOICES", "PRECISIONS", "PRECISION_CHOICES", "RUNTIMES", "Runtime", "backend_class"]
+__all__ = ["AUTO", "CHOICES", "EVALUATION_PRECISIONS", "INFERENCE_PRECISIONS", "INT8", "PRECISIONS",
+           "PRECISION_CHOICES", "RUNTIMES", "Runtime", "backend_class", "check_precision"]
 
-#: The precisions a backend computes in (one vocabulary for training's ``amp``, inference and the runtimes).
+#: The precisions a network computes in, training and inference alike (training's ``amp`` vocabulary).
 PRECISIONS = MODES
+#: Post-training int8 quantization (NNCF, :mod:`sdsd.runtimes.quantize`): inference only, never a ``train.amp``.
+INT8 = "int8"
+#: Every precision a backend computes in: :data:`PRECISIONS` and int8.
+INFERENCE_PRECISIONS = (*PRECISIONS, INT8)
 #: ``auto``: chosen by measuring on the job's first window (:class:`sdsd.runtimes.auto.AutoBackend`).
 AUTO = "auto"
-PRECISION_CHOICES = (AUTO, *PRECISIONS)
+#: The values ``sdsd.enhance --precision`` takes.
+PRECISION_CHOICES = (AUTO, *INFERENCE_PRECISIONS)
+#: The values the option files' ``precision`` (evaluation) takes: fp32 (the published numbers) or int8.
+EVALUATION_PRECISIONS = ("fp32", INT8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +59,7 @@ class Runtime:
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
     Runtime("torch", "sdsd.runtimes.base:TorchBackend", None, PRECISIONS, False,
             "sdsd.runtimes.auto:torch_candidates"),
-    Runtime("openvino", "sdsd.runtimes.openvino_backend:OpenVINOBackend", "openvino", ("fp32", "bf16"), True,
+    Runtime("openvino", "sdsd.runtimes.openvino_backend:OpenVINOBackend", "openvino", ("fp32", "bf16", INT8), True,
             "sdsd.runtimes.auto:openvino_candidates"),
     Runtime("onnxruntime", "sdsd.runtimes.onnxruntime_backend:OnnxRuntimeBackend", "onnxruntime", ("fp32",), True,
             "sdsd.runtimes.auto:onnxruntime_candidates"),
@@ -72,3 +81,18 @@ def backend_class(name: str):
 def candidates_of(name: str):
     """The candidate function of runtime ``name`` (see :attr:`Runtime.candidates`)."""
     return _load(RUNTIMES[name].candidates)
+
+
+def check_precision(runtime: str, precision: str) -> None:
+    """Refuse, in one line, a precision that runtime ``runtime`` does not compute (``auto`` takes any: it picks a
+    runtime that does).
+
+    Raises:
+        UserError: the runtime and the runtimes that do compute it.
+    """
+    if runtime == AUTO or precision == AUTO or precision in RUNTIMES[runtime].precisions:
+        return
+    able = [name for name, r in RUNTIMES.items() if precision in r.precisions]
+    raise UserError(f"runtime {runtime} does not run precision {precision!r} (it runs "
+                    f"{', '.join(RUNTIMES[runtime].precisions)}); use runtime {' or '.join(able)} for it, or "
+                    "precision fp32")
