@@ -153,6 +153,9 @@ def export_openvino(net: nn.Module, folder: str, height: int, width: int) -> dic
     x, feats, base = example_inputs(net, height, width)
     os.makedirs(folder, exist_ok=True)
     paths = {"features": os.path.join(folder, "features.xml"), "windows": os.path.join(folder, "windows.xml")}
+    # Imported before tracing: its first import inside a traced call runs torchvision::_cuda_version, which the
+    # tracer refuses (dcn imports it only when it calls the op).
+    import torchvision  # noqa: F401
     for module, args, key in ((FeatureGraph(net), (x,), "features"), (WindowGraph(net), (*feats, base), "windows")):
         try:
             with _quiet(), torch.no_grad():
