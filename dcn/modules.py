@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from dcn.ops import deform_conv2d, exporting
+from dcn.ops import deform_conv2d, exporting, torchvision_deform_conv2d
 
 logger = logging.getLogger("dcn")
 
@@ -85,6 +85,9 @@ class ModulatedDeformConvPack(nn.Module):
         super()._apply(fn, recurse)
         moved = fn(self.offset_abs_mean_max)
         self.offset_abs_mean_max = self._new_offset_stat(moved.device)
+        if moved.is_cuda:
+            # CUDA calls run torchvision's op: import it now, eagerly, not first inside a compiled or traced forward.
+            torchvision_deform_conv2d()
         return self
 
     def reset_parameters(self) -> None:

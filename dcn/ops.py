@@ -16,7 +16,12 @@ from dcn.cpu import deform_conv2d_cpu
 
 def torchvision_deform_conv2d():
     """``torchvision.ops.deform_conv2d``, imported on first use (then a lookup in ``sys.modules``): importing
-    torchvision costs seconds, as it loads ``torch._dynamo``, and the eager CPU path never needs it."""
+    torchvision costs seconds, as it loads ``torch._dynamo``, and the eager CPU path never needs it.
+
+    Its first import must not happen inside a traced call (importing torchvision runs one of its ops, which a
+    tracer records or refuses): a layer moved to CUDA imports it then, and code that captures graphs for another
+    runtime imports torchvision before tracing (as :mod:`sdsd.runtimes.graphs` does).
+    """
     from torchvision.ops import deform_conv2d
 
     return deform_conv2d
