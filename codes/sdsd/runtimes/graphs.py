@@ -24,7 +24,7 @@ __all__ = ["FeatureGraph", "GRAPH_VERSION", "ONNX_OPSET", "WindowGraph", "export
            "example_inputs", "network_hash", "network_settings", "plain_copy"]
 
 #: Bumped when the exported graphs change for the same weights (part of every cache key).
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 ONNX_OPSET = 19
 
 
@@ -120,6 +120,7 @@ def export_onnx(net: nn.Module, folder: str, height: int = 48, width: int = 80) 
     t, b = Dim("t", min=1, max=4096), Dim("b", min=1, max=4096)
     os.makedirs(folder, exist_ok=True)
     paths = {"features": os.path.join(folder, "features.onnx"), "windows": os.path.join(folder, "windows.onnx")}
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision: dcn imports it only when it calls the op)
     table = {torch.ops.torchvision.deform_conv2d.default: _deform_conv_onnx}
     jobs = [
         (FeatureGraph(net), (x,), {"frames": {0: t, 2: 16 * h16, 3: 16 * w16}}, ["frames"], ["L1", "L2", "L3"]),
