@@ -23,13 +23,14 @@ import argparse
 import os
 import shutil
 import time
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from sdsd import options
 from sdsd.errors import UserError, cli_main
 from sdsd.utils.io import atomic_write_json
+
+if TYPE_CHECKING:
+    import torch
 
 TRAIN_OPT = os.path.join("options", "train", "train_demo.yml")
 TEST_OPT = os.path.join("options", "test", "test_demo.yml")
@@ -79,6 +80,9 @@ def oracle_brightening(pairs: list[tuple[str, torch.Tensor, torch.Tensor]], prot
         5x5 Gaussian blur (sigma 1): the simplest denoiser, a yardstick for how much of a model's gain over the
         oracle is denoising.
     """
+    import numpy as np
+    import torch
+
     from sdsd.evaluation.common import preset_protocol
     from sdsd.evaluation.quantitative import Scorer
 
@@ -114,6 +118,8 @@ def oracle_brightening(pairs: list[tuple[str, torch.Tensor, torch.Tensor]], prot
 
 def _gaussian_blur(frames: torch.Tensor) -> torch.Tensor:
     """5x5 Gaussian blur (sigma 1, edges replicated) of ``T x C x H x W`` frames, each channel on its own."""
+    import torch
+
     taps = torch.exp(-torch.arange(-2.0, 3.0, dtype=frames.dtype) ** 2 / 2)
     taps = taps / taps.sum()
     kernel = (taps[:, None] * taps[None, :]).expand(frames.shape[1], 1, 5, 5)
@@ -122,6 +128,8 @@ def _gaussian_blur(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _test_pairs(test_opt: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    import torch
+
     from sdsd.data import build_dataset
 
     block = test_opt["datasets"]["test"]
@@ -150,6 +158,8 @@ def temporal_yardsticks(test_opt: dict, results_root: str, gain: float, gamma: f
         "pairs"}``: each the mean over scenes of the scene's mean over its pairs of frames, all on uint8 frames
         (the ones PSNR is computed on); the ground truth's flicker is 0 by definition.
     """
+    import numpy as np
+
     from sdsd.evaluation.predictions import Predictions
     from sdsd.metrics import tensor_to_uint8_bgr
     from sdsd.metrics.temporal import sequence_metrics
