@@ -44,6 +44,9 @@ CLIP_MARGIN = 2.5
 REFINE_MARGIN = 1.0
 #: At most this many frames of a clip are read (evenly spaced).
 MAX_FRAMES = 8
+#: At most about this many noise samples (pixels times channels) are kept per frame (a strided subsample), so that
+#: large frames cost no more memory than small ones.
+SAMPLES_PER_FRAME = 300_000
 #: The response curves :func:`estimate_response` chooses from (``(kind, parameter)``).
 CANDIDATES = (
     ("srgb", None), ("bt709", None),
@@ -71,8 +74,8 @@ def _frames(frames) -> np.ndarray:
 
 
 def _samples(frames: np.ndarray, response) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per pixel (borders excluded, channels pooled): local mean, filter response and quantisation variance, all in
-    linear light under ``response``."""
+    """Per pixel (borders excluded, channels pooled; a strided subsample of at most about :data:`SAMPLES_PER_FRAME`
+    per frame): local mean, filter response and quantisation variance, all in linear light under ``response``."""
     import cv2
 
     lut = color.response_lut(*response)
@@ -86,9 +89,10 @@ def _samples(frames: np.ndarray, response) -> tuple[np.ndarray, np.ndarray, np.n
         r = cv2.filter2D(linear, -1, KERNEL, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
         m = cv2.blur(linear, (3, 3), borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
         q = cv2.blur(quant[frame], (3, 3), borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
-        means.append(m.ravel())
-        responses.append(r.ravel())
-        quants.append(q.ravel())
+        stride = max(1, m.size // SAMPLES_PER_FRAME)
+        means.append(m.ravel()[::stride])
+        responses.append(r.ravel()[::stride])
+        quants.append(q.ravel()[::stride])
     return np.concatenate(means), np.concatenate(responses), np.concatenate(quants)
 
 
