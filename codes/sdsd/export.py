@@ -31,11 +31,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-
-import torch
+from typing import TYPE_CHECKING
 
 from sdsd.errors import UserError, cli_main
 from sdsd.utils.io import OWNER_RECORD, atomic_folder, make_folder, remove_stale_temps
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["EXPORT_FILES", "check_output", "export", "export_to_cache", "main"]
 
@@ -144,6 +146,7 @@ def _calibration_frames(path: str) -> torch.Tensor:
     """The first frames of a video (as many as the int8 recipe calibrates on), ``T x 3 x H x W`` RGB in [0, 1],
     padded to a multiple of 16 as the engine pads them."""
     import numpy as np
+    import torch
 
     from sdsd.inference import pad_to_multiple
     from sdsd.runtimes.quantize import RECIPE
@@ -189,6 +192,7 @@ def check_output(output: str) -> None:
 def _check(fmt: str, paths: dict, net, height: int, width: int) -> float:
     """Largest absolute difference between the exported graphs and PyTorch (features and window outputs)."""
     import numpy as np
+    import torch
 
     from sdsd import runtimes
     from sdsd.runtimes.graphs import example_inputs, plain_copy
@@ -242,11 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m sdsd.export``."""
-    from sdsd.enhance import resolve_model
-
+    """Entry point of ``python -m sdsd.export`` (PyTorch loads after the arguments are parsed)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from sdsd.enhance import resolve_model
+
     if args.cache:
         if args.format or args.output:
             raise UserError("--cache converts into the model cache: give it without --format and -o")

@@ -20,17 +20,10 @@ A runtime that is not installed, or refuses the graph, raises :class:`RuntimeUna
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+import importlib
+from typing import TYPE_CHECKING
 
 from sdsd.errors import UserError
-from sdsd.runtimes.auto import MIN_PSNR_DB, AutoBackend, candidates, read_choices
-from sdsd.runtimes.base import Backend, RuntimeUnavailable, TorchBackend, import_runtime, runtime_version
-from sdsd.runtimes.cache import CacheUnavailable, cache_dir, cache_problem, cached_models, is_cached, open_cache
-from sdsd.runtimes.graphs import export_onnx, export_openvino, network_hash
-from sdsd.runtimes.machine import cpu_model, native_bf16
-from sdsd.runtimes.onnxruntime_backend import OnnxRuntimeBackend
-from sdsd.runtimes.openvino_backend import OpenVINOBackend
 from sdsd.runtimes.registry import (
     AUTO,
     CHOICES,
@@ -43,6 +36,33 @@ from sdsd.runtimes.registry import (
     check_precision,
 )
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+#: The names this package gives, from the modules that define them, imported on first use: reading the registry
+#: (command-line parsers) does not load PyTorch.
+_LAZY = {
+    "sdsd.runtimes.auto": ("MIN_PSNR_DB", "AutoBackend", "candidates", "read_choices"),
+    "sdsd.runtimes.base": ("Backend", "RuntimeUnavailable", "TorchBackend", "import_runtime", "runtime_version"),
+    "sdsd.runtimes.cache": ("CacheUnavailable", "cache_dir", "cache_problem", "cached_models", "is_cached",
+                            "open_cache"),
+    "sdsd.runtimes.graphs": ("export_onnx", "export_openvino", "network_hash"),
+    "sdsd.runtimes.machine": ("cpu_model", "native_bf16"),
+    "sdsd.runtimes.onnxruntime_backend": ("OnnxRuntimeBackend",),
+    "sdsd.runtimes.openvino_backend": ("OpenVINOBackend",),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["AUTO", "AutoBackend", "Backend", "CHOICES", "CacheUnavailable", "INFERENCE_PRECISIONS", "INT8",
            "MIN_PSNR_DB", "OnnxRuntimeBackend", "OpenVINOBackend", "PRECISIONS", "PRECISION_CHOICES", "RUNTIMES",
            "RuntimeUnavailable", "TorchBackend", "backend_class", "cache_dir", "cache_problem", "cached_models",
@@ -53,7 +73,7 @@ __all__ = ["AUTO", "AutoBackend", "Backend", "CHOICES", "CacheUnavailable", "INF
 
 def make_backend(runtime: str, net: nn.Module, device: torch.device | str = "cpu", precision: str = "fp32",
                  conv_backend: str | None = "auto", cache: str | None = None,
-                 frames_hint: int | None = None) -> Backend:
+                 frames_hint: int | None = None):
     """The backend ``runtime`` (``torch``, ``openvino``, ``onnxruntime`` or ``auto``) for ``net`` on ``device``.
 
     ``precision`` is ``fp32``, ``bf16``, ``fp16``, ``int8`` (runtimes whose registry entry lists it: OpenVINO; with
@@ -70,6 +90,11 @@ def make_backend(runtime: str, net: nn.Module, device: torch.device | str = "cpu
     if precision not in PRECISION_CHOICES:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISION_CHOICES)}")
     check_precision(runtime, precision)
+    import torch
+
+    from sdsd.runtimes.auto import AutoBackend
+    from sdsd.runtimes.base import TorchBackend
+
     device = torch.device(device)
     if runtime == AUTO and precision == INT8:
         # One runtime computes int8: auto has nothing to choose between.
