@@ -23,11 +23,9 @@ COMMANDS = ["sdsd.enhance", "sdsd.export", "sdsd.demo", "sdsd.options", *TOOLS,
 #: Modules a command must not have imported when it answers ``--help`` or refuses its arguments.
 HEAVY = ("torch", "torchvision")
 
-#: Commands whose light start needs changes in files of the runtime layer and the evaluation (see
+#: Commands whose light start needs a change in the evaluation package (its parsers in a light module, see
 #: docs/performance.md, "Start-up of the commands"); remove an entry once its change is in.
 PENDING = {
-    "sdsd.enhance": "sdsd.runtimes imports PyTorch at package level (the registry is read for --runtime)",
-    "sdsd.export": "sdsd.export and sdsd.runtimes import PyTorch at module level",
     "quantitative_test.py": "its parser is defined in sdsd.evaluation.quantitative, which imports PyTorch",
     "qualitative_test.py": "its parser is defined in sdsd.evaluation.qualitative, which imports PyTorch",
 }
