@@ -32,9 +32,9 @@ PENDING = {
 
 WRAPPER = r"""
 import contextlib, io, json, os, runpy, sys
-out, kind, target = sys.argv[1:]
+out, kind, target, arg_sets = sys.argv[1:]
 reports = []
-for args in (["--help"], ["--no-such-option"]):  # the same interpreter: what the first loads counts for both
+for args in json.loads(arg_sets):  # one interpreter: what the first run loads counts for the next
     sys.argv = [target, *args]
     stdout, stderr, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -59,20 +59,38 @@ def _params():
         yield pytest.param(command, marks=marks, id=command)
 
 
-@pytest.mark.parametrize("command", list(_params()))
-def test_help_and_argument_errors_load_nothing_heavy(command, tmp_path):
+def run_command(command: str, arg_sets: list[list[str]], tmp_path) -> list[dict]:
+    """Run ``command`` once per argument list, in one fresh interpreter; per run its exit status, output and the
+    heavy modules imported so far."""
     kind = "script" if command.endswith(".py") else "module"
     target = os.path.join(ROOT, command) if kind == "script" else command
     out = tmp_path / "report.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "codes"), ROOT])}
-    proc = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{WRAPPER}", str(out), kind, target],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{WRAPPER}", str(out), kind, target,
+                           json.dumps(arg_sets)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.exists(), proc.stderr[-2000:]
-    helped, refused = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("command", list(_params()))
+def test_help_and_argument_errors_load_nothing_heavy(command, tmp_path):
+    helped, refused = run_command(command, [["--help"], ["--no-such-option"]], tmp_path)
     assert helped["exit"] in (0, None) and "usage:" in helped["stdout"], helped["stderr"][-2000:]
     assert helped["heavy"] == [], f"{command} --help imported {helped['heavy']}"
     assert refused["exit"] == 2 and "error:" in refused["stderr"], refused
     assert refused["heavy"] == [], f"{command} with a bad argument imported {refused['heavy']}"
+
+
+def test_enhance_refuses_missing_files_before_loading_torch(tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")  # only looked at for existence here
+    missing_input, missing_model = run_command("sdsd.enhance", [
+        [str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "out.mp4"), "--model", str(video)],
+        [str(video), "-o", str(tmp_path / "out.mp4"), "--model", str(tmp_path / "nope.pth")],
+    ], tmp_path)
+    assert missing_input["exit"] == 2 and "input not found" in missing_input["stderr"], missing_input
+    assert missing_model["exit"] == 2 and "checkpoint not found" in missing_model["stderr"], missing_model
+    assert missing_model["heavy"] == [], missing_model["heavy"]
 
 
 def test_library_names_still_load_on_use():

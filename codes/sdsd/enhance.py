@@ -385,12 +385,25 @@ def _engine_for(args, device, frames_hint: int | None = None) -> Engine:
                        self_ensemble=args.self_ensemble, runtime=args.runtime, frames_hint=frames_hint)
 
 
+def _check_sources(inputs: list[str], model: str) -> None:
+    """Refuse a missing input or checkpoint before PyTorch and the video libraries load (a mistyped path answers at
+    once, not after seconds of imports); everything else about them is checked where they are read."""
+    for path in inputs:
+        if not os.path.lexists(path):
+            raise UserError(f"input not found: {path} (give a video file or a folder of frames)")
+    checkpoint = resolve_model(model)
+    if not os.path.isfile(checkpoint):
+        raise UserError(f"checkpoint not found: {checkpoint}")
+
+
 def enhance_file(args) -> dict:
     """Run the single-input command described by parsed ``args``; returns :func:`enhance_one`'s summary."""
-    from sdsd.utils.dist import select_device
     _check_args(args)
     (input_path,) = args.inputs
     check_paths(input_path, args.output)
+    _check_sources([input_path], args.model)
+    from sdsd.utils.dist import select_device
+
     set_exposure(args)
     device = select_device(None, want=args.device)
     return enhance_one(args, _engine_for(args, device, _frames_in([input_path], args)), input_path, args.output)
@@ -414,12 +427,14 @@ def enhance_archive(args, files: list[str]) -> dict:
         ``"files"`` holds only its own inputs and ``"last"`` is false.
     """
     from sdsd import archive
-    from sdsd.utils.dist import select_device
     from sdsd.utils.io import atomic_write_json
 
     _check_args(args)
     outputs = archive.archive_outputs(files, args.output)
     archive.check_archive_paths(args.inputs, files, outputs, args.output)
+    _check_sources([], args.model)
+    from sdsd.utils.dist import select_device
+
     set_exposure(args)
     os.makedirs(args.output, exist_ok=True)
     queue = archive.WorkQueue(len(files))
