@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from test_network import TINY, expected_shapes
 
 import sdsd
-from sdsd.archs.fastconv import nnpack_available, use_winograd
+from sdsd.archs.fastconv import MIN_PIXELS, nnpack_available, use_winograd
 from sdsd.data.windows import index_generation
 from sdsd.inference import build_engine
 
@@ -121,14 +121,24 @@ def test_streaming_engine_equals_the_published_computation():
 
 @pytest.mark.skipif(not nnpack_available(), reason="needs NNPACK")
 def test_winograd_halves_equal_the_published_computation():
-    net = random_net(seed=5, nf=16).eval()
-    x = torch.rand(1, 5, 3, 64, 64)
-    with torch.no_grad():
-        want = published_forward(net, x)
-        assert use_winograd(net) > 0
-        got = net(x)
+    """With Winograd convolutions (the CPU default for training and inference): outputs and gradients."""
+    net = random_net(seed=5, nf=16).train()
+    x = torch.rand(1, 5, 3, 128, 128)
+    assert (128 // 4) ** 2 >= MIN_PIXELS  # the L1 offset convs (and their halves) run on NNPACK
+    want = published_forward(net, x)
+    weights = [torch.rand_like(o) for o in want]
+    net.zero_grad()
+    sum((o * w).sum() for o, w in zip(want, weights)).backward()
+    want_grads = {k: p.grad.clone() for k, p in net.named_parameters()}
+    assert use_winograd(net) > 0
+    got = net(x)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    net.zero_grad()
+    sum((o * w).sum() for o, w in zip(got, weights)).backward()
+    for name, p in net.named_parameters():
+        b = want_grads[name]
+        torch.testing.assert_close(p.grad, b, rtol=1e-3, atol=1e-4 * float(b.abs().max()), msg=name)
 
 
 def test_checkpoint_keys_and_loading_unchanged(tmp_path):
