@@ -23,12 +23,8 @@ COMMANDS = ["sdsd.enhance", "sdsd.export", "sdsd.demo", "sdsd.options", *TOOLS,
 #: Modules a command must not have imported when it answers ``--help`` or refuses its arguments.
 HEAVY = ("torch", "torchvision")
 
-#: Commands whose light start needs a change in the evaluation package (its parsers in a light module, see
-#: docs/performance.md, "Start-up of the commands"); remove an entry once its change is in.
-PENDING = {
-    "quantitative_test.py": "its parser is defined in sdsd.evaluation.quantitative, which imports PyTorch",
-    "qualitative_test.py": "its parser is defined in sdsd.evaluation.qualitative, which imports PyTorch",
-}
+#: Commands whose light start still needs a change elsewhere; remove an entry once its change is in.
+PENDING: dict[str, str] = {}
 
 WRAPPER = r"""
 import contextlib, io, json, os, runpy, sys

@@ -106,3 +106,28 @@ def check_common_arguments(args: argparse.Namespace) -> None:
     for name in ("batch", "chunk"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be a positive integer (got {getattr(args, name)})")
+
+
+# The parsers of the two test scripts live here, in a module that loads nothing heavy: the scripts parse their
+# arguments (answering --help and argument errors) before the evaluation and PyTorch load.
+
+
+def quantitative_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantitative_test.py",
+                                     description="PSNR/SSIM of a checkpoint on the test scenes of an option file.")
+    add_common_arguments(parser)
+    parser.add_argument("--json", help="also write the metrics JSON to this path")
+    parser.add_argument("--predictions", metavar="DIR",
+                        help="score the frames in DIR instead of running a checkpoint: the output folder of "
+                             "qualitative_test.py, or one frame folder or video file per scene (DIR/<scene>/ or "
+                             "DIR/<scene>.mp4), against the option file's ground truth and protocol")
+    return parser
+
+
+def qualitative_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qualitative_test.py",
+                                     description="Enhanced frames, panels and videos of the test scenes.")
+    add_common_arguments(parser)
+    parser.add_argument("--fps", type=int, default=10, help="frame rate of the scene videos (default 10)")
+    parser.add_argument("--no-video", action="store_true", help="write the images only")
+    return parser

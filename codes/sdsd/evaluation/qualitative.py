@@ -24,13 +24,13 @@ builder of the trainer's validation images too (:class:`PanelKeeper`).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 
 from sdsd.data.lmdb_backend import check_scene_name
 from sdsd.errors import cli_main
-from sdsd.evaluation.common import add_common_arguments, check_common_arguments
+from sdsd.evaluation.common import check_common_arguments
+from sdsd.evaluation.common import qualitative_parser as build_parser
 from sdsd.evaluation.loop import FrameConsumer, run_frames
 from sdsd.evaluation.quantitative import prepare_evaluation
 from sdsd.evaluation.visualize import PANEL_LABELS, frame_images, frame_panel, read_png, write_png, write_video
@@ -120,15 +120,6 @@ def run(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None = No
             codec = write_video(panels, path, fps=fps)
             videos.append(path)
     return {"results_root": root, "frames": sum(counts), "videos": videos, "codec": codec}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qualitative_test.py",
-                                     description="Enhanced frames, panels and videos of the test scenes.")
-    add_common_arguments(parser)
-    parser.add_argument("--fps", type=int, default=10, help="frame rate of the scene videos (default 10)")
-    parser.add_argument("--no-video", action="store_true", help="write the images only")
-    return parser
 
 
 @cli_main

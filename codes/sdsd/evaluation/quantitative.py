@@ -46,7 +46,6 @@ divided by the number of frames scored; with several processes it is the run's t
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import functools
@@ -56,7 +55,8 @@ import os
 from collections.abc import Sequence
 
 from sdsd.errors import UserError, cli_main
-from sdsd.evaluation.common import add_common_arguments, check_common_arguments, check_protocol
+from sdsd.evaluation.common import check_common_arguments, check_protocol
+from sdsd.evaluation.common import quantitative_parser as build_parser
 from sdsd.evaluation.loop import FrameConsumer, run_frames
 from sdsd.evaluation.temporal import TemporalScorer, aggregate_temporal, format_temporal, temporal_csv
 from sdsd.evaluation.temporal import finish as finish_temporal
@@ -409,18 +409,6 @@ def evaluate_predictions(opt: dict, info: dist_utils.DistInfo, folder: str, *, p
     if "temporal" in results:
         out["temporal"] = results["temporal"]
     return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quantitative_test.py",
-                                     description="PSNR/SSIM of a checkpoint on the test scenes of an option file.")
-    add_common_arguments(parser)
-    parser.add_argument("--json", help="also write the metrics JSON to this path")
-    parser.add_argument("--predictions", metavar="DIR",
-                        help="score the frames in DIR instead of running a checkpoint: the output folder of "
-                             "qualitative_test.py, or one frame folder or video file per scene (DIR/<scene>/ or "
-                             "DIR/<scene>.mp4), against the option file's ground truth and protocol")
-    return parser
 
 
 @cli_main
