@@ -219,3 +219,31 @@ def test_stale_temporary_files_of_a_killed_run_are_removed(tiny, tmp_path, capsy
     assert run_cli(src, "-o", tmp_path / "out.mp4", "--model", tiny[1]) == 0
     assert not old.exists() and os.path.exists(fresh) and users.read_bytes() == b"mine"
     assert f"removed {old}" in capsys.readouterr().err
+
+
+def test_report_measures_camera_and_flicker_without_changing_the_output(tiny, tmp_path, capsys):
+    """``--report``: the input's camera and the output's temporal figures, printed and in an archive's summary;
+    the output's bytes are those of a run without it (it only watches the frames)."""
+    import json
+
+    rng = np.random.default_rng(3)
+    base = make_frames(8, 64, 80, seed=4)
+    noisy = [np.clip(f.astype(np.float64) * 0.3 + rng.normal(0, 3, f.shape), 0, 255).astype(np.uint8) for f in base]
+    src = make_video(str(tmp_path / "dark.mkv"), noisy, fps=10, audio=None)
+    plain, measured = tmp_path / "plain", tmp_path / "measured"
+    assert run_cli(src, "-o", plain, "--model", tiny[1]) == 0
+    capsys.readouterr()
+    assert run_cli(src, "-o", measured, "--model", tiny[1], "--report", "--compare") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"report: .*dark\.mkv: input noise std [0-9.e-]+ at its white level [0-9.]+", out), out
+    assert re.search(r"^measured +8 +7 +[0-9.]+ +[0-9.]+$", out, flags=re.M), out  # 8 frames, 7 pairs
+    # --compare writes input | enhanced; the enhanced half equals the plain run's frames.
+    assert np.array_equal(np.stack(read_pngs(measured))[:, :, 80:], np.stack(read_pngs(plain)))
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a.mkv", "b.mkv"):
+        os.link(src, clips / name)
+    assert run_cli(clips, "-o", tmp_path / "archive", "--model", tiny[1], "--report") == 0
+    rows = json.loads((tmp_path / "archive" / "summary.json").read_text())["files"]
+    assert [r["report"]["temporal"]["pairs"] for r in rows] == [7, 7]
+    assert all(r["report"]["input_camera"]["frames_read"] == 2 for r in rows)  # every 4th of 8 frames

@@ -199,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--color-range", choices=("auto", "limited", "full"), default="auto",
                         help="YUV range of the output video (default auto: the source's, else limited)")
     parser.add_argument("--no-audio", action="store_true", help="do not copy the input's audio")
+    parser.add_argument("--report", action="store_true",
+                        help="also measure, without a ground truth, the input's camera (noise level, white level, "
+                             "exposure) and the output's temporal consistency against the input's own motion "
+                             "(warping error, flicker); printed, and kept in an archive's summary.json. Costs an "
+                             "optical flow per frame pair")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -247,6 +252,22 @@ def _tee_inputs(frames: Iterable[np.ndarray], keep: deque) -> Iterator[np.ndarra
     # The enhancer reads ahead of its output, so inputs wait in a short queue until their result arrives.
     for frame in frames:
         keep.append(frame)
+        yield frame
+
+
+def _as_unit(frame: np.ndarray) -> np.ndarray:
+    """A decoded or enhanced frame as the temporal metrics read it: uint8 as is, else float in [0, 1]."""
+    if frame.dtype == np.uint8:
+        return frame
+    if frame.dtype == np.uint16:
+        return frame.astype(np.float32) / np.float32(65535.0)
+    return frame
+
+
+def _measured(results: Iterable[np.ndarray], sources: deque, meter) -> Iterator[np.ndarray]:
+    """``results`` unchanged, each enhanced frame handed with its input frame (from ``sources``) to ``meter``."""
+    for frame in results:
+        meter.add(_as_unit(frame), _as_unit(sources.popleft()))
         yield frame
 
 
@@ -311,12 +332,23 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
             queue: deque[np.ndarray] = deque()
             if args.compare:
                 inputs = _tee_inputs(inputs, queue)
+            estimator = meter = None
+            report_queue: deque[np.ndarray] = deque()
+            if getattr(args, "report", False):
+                # Both look at the input as decoded, before the exposure matcher changes it.
+                from sdsd.estimate import InputEstimator
+                from sdsd.metrics.temporal import NoReferenceMeter
+
+                estimator, meter = InputEstimator(), NoReferenceMeter()
+                inputs = _tee_inputs(estimator(inputs), report_queue)
             matcher = None
             if getattr(args, "exposure_target", None) is not None:
                 # A transform in front of the engine: it sees the frames the network sees, in order.
                 matcher = ExposureMatcher(args.exposure_target)
                 inputs = matcher(inputs)
             results = engine.stream(inputs, padding=args.padding, as_float=deep)
+            if meter is not None:
+                results = _measured(results, report_queue, meter)
             if args.compare:
                 results = _side_by_side((queue.popleft(), out) for out in results)
             bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr,
@@ -354,10 +386,28 @@ def enhance_one(args, engine: Engine, input_path: str, output_path: str) -> dict
         how += f", exposure gain {gains['gain_min']:.3g}-{gains['gain_max']:.3g}"
     print(how)
     print(f"enhanced {count} frames in {seconds:.1f} s ({fps:.2f} frames/s), peak memory {memory} -> {output_path}")
+    report = None
+    if meter is not None:
+        import json
+
+        from sdsd.metrics.temporal import format_report
+
+        # Plain JSON values (numpy scalars as Python numbers): the report travels in an archive's summary.json.
+        report = json.loads(json.dumps({"input_camera": estimator.summary(), "temporal": meter.summary()},
+                                       default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+        camera = report["input_camera"]
+        if camera is None:
+            print(f"report: {input_path}: too few or too flat frames to estimate the input's camera")
+        else:
+            print(f"report: {input_path}: input noise std {camera['noise_std_at_white']:.3g} at its white level "
+                  f"{camera['white_level_srgb']:.3g} (sRGB-decoded; {camera['noise_bins']} brightness bins), "
+                  f"exposure about {camera['exposure']:.3g} of a well-exposed frame")
+        if report["temporal"]["pairs"]:
+            print(format_report(report["temporal"], os.path.basename(output_path), os.path.basename(input_path)))
     return {"frames": count, "seconds": seconds, "fps": fps, "peak_rss_mib": rss, "peak_cuda_mib": cuda,
             "output": output_path, "kind": kind, "runtime": described["runtime"],
             "precision": described["precision"], "engine": described,
-            "exposure": gains}
+            "exposure": gains, "report": report}
 
 
 def set_exposure(args) -> float | None:
@@ -469,6 +519,8 @@ def enhance_archive(args, files: list[str]) -> dict:
                 archive.write_record(outputs[k], "done", identity, key, frames=done["frames"])
                 row.update(status="done", frames=done["frames"], seconds=round(done["seconds"], 3),
                            runtime=done["runtime"], precision=done["precision"])
+                if done["report"] is not None:
+                    row["report"] = done["report"]
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the archive
