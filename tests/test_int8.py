@@ -239,3 +239,23 @@ def _release_runtime_objects():
     import gc
 
     gc.collect()
+
+
+def test_quantitative_test_int8_is_within_0_05_db_of_fp32(tmp_path):
+    """``quantitative_test.py --runtime openvino --precision int8`` on the SDSD fixture: the JSON says int8, and the
+    score is within 0.05 dB of the fp32 run (the published protocol stays fp32 unless asked)."""
+    from evaluation_helpers import make_sdsd_tree, overrides, save_tiny_checkpoint, set_args
+
+    from sdsd.evaluation import quantitative
+
+    tree = make_sdsd_tree(str(tmp_path / "data"))
+    ckpt = save_tiny_checkpoint(str(tmp_path / "tiny_G.pth"))
+    opt = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "options", "test",
+                       "test_in_sdsd.yml")
+    runs = {}
+    for name, extra in (("fp32", []), ("int8", ["--runtime", "openvino", "--precision", "int8"])):
+        runs[name] = quantitative.main(["-opt", opt, "--no-progress", *extra,
+                                        *set_args(overrides(tree, ckpt, str(tmp_path / name)))])
+    assert runs["fp32"]["engine"]["precision"] == "fp32" and runs["fp32"]["engine"]["runtime"] == "torch"
+    assert runs["int8"]["engine"]["precision"] == "int8" and runs["int8"]["engine"]["runtime"] == "openvino"
+    assert abs(runs["int8"]["psnr"] - runs["fp32"]["psnr"]) < 0.05, (runs["int8"]["psnr"], runs["fp32"]["psnr"])

@@ -45,7 +45,7 @@ from sdsd.archive import EXIT_FAILED_INPUTS, archive_inputs, archive_outputs, ch
 from sdsd.color import WHITE_LEVEL_TEXT
 from sdsd.errors import UserError, cli_main
 from sdsd.runtimes.registry import CHOICES as RUNTIME_CHOICES
-from sdsd.runtimes.registry import PRECISION_CHOICES
+from sdsd.runtimes.registry import PRECISION_CHOICES, PRECISIONS
 from sdsd.utils.conv_backend import CONV_BACKENDS
 from sdsd.utils.io import remove_stale_temps
 
@@ -165,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
                         help="auto (default): the fastest whose output is within 40 dB PSNR of fp32 on the first "
                              "window (bf16 only on CPUs with native bf16; measured with --runtime auto, a fixed "
-                             "runtime runs fp32); fp32 forces exact")
-    parser.add_argument("--amp", choices=PRECISION_CHOICES[2:], default=None, help="same as --precision")
+                             "runtime runs fp32); fp32 forces exact; int8: OpenVINO quantized by NNCF, calibrated on "
+                             "the first frames")
+    parser.add_argument("--amp", choices=PRECISIONS[1:], default=None, help="same as --precision (bf16, fp16)")
     parser.add_argument("--conv-backend", choices=CONV_BACKENDS, default=None,
                         help="CPU convolutions: auto (winograd where NNPACK runs, else channels_last), winograd, "
                              "channels_last or nchw; all agree up to float rounding (default: the --opt file's "

@@ -605,8 +605,8 @@ def build_engine(net: nn.Module, device: torch.device | str, *, runtime: str = "
 def engine_from_options(opt: dict, device: torch.device, *, self_ensemble: bool = False, batch: int = 1,
                         chunk: int = 4) -> Engine:
     """The engine of an evaluation option file: ``path.pretrain_model_G`` loaded into ``network_G``
-    (``path.strict_load``), on ``device`` with the file's ``runtime`` and ``conv_backend``, fp32 (protocol
-    evaluation is fp32 whatever the runtime, so its numbers stay comparable).
+    (``path.strict_load``), on ``device`` with the file's ``runtime``, ``precision`` and ``conv_backend``: fp32
+    unless the file's ``precision`` says int8 (OpenVINO), so the published numbers stay fp32.
 
     Raises:
         UserError: the checkpoint is not set, missing or does not fit.
@@ -620,7 +620,8 @@ def engine_from_options(opt: dict, device: torch.device, *, self_ensemble: bool 
     if not os.path.isfile(path):
         raise UserError(f"path.pretrain_model_G: checkpoint {path} does not exist; download it or fix the path")
     net, _, report = load_model(path, opt["network_G"], strict=bool(opt["path"]["strict_load"]))
-    engine = build_engine(net, device, runtime=opt["runtime"], precision="fp32", conv_backend=opt["conv_backend"],
+    engine = build_engine(net, device, runtime=opt["runtime"], precision=opt.get("precision") or "fp32",
+                          conv_backend=opt["conv_backend"],
                           batch=batch, chunk=chunk, self_ensemble=self_ensemble)
     engine.checkpoint_keys = report.counts()
     return engine

@@ -87,6 +87,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", dest="overrides", action=_RuntimeOverride, metavar="RUNTIME",
                         help="torch (default, the published numbers), openvino, onnxruntime or auto (fastest "
                              "measured); fp32 always; same as --set runtime=RUNTIME")
+    parser.add_argument("--precision", dest="overrides", action=_PrecisionOverride, metavar="PRECISION",
+                        help="fp32 (default, the published numbers) or int8 (runtime openvino: NNCF post-training "
+                             "quantization calibrated on the first frames evaluated); same as --set "
+                             "precision=PRECISION")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     # Accepted for the torch.distributed.launch command lines of the reference; torchrun's environment decides.
     parser.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none", help=argparse.SUPPRESS)
@@ -99,6 +103,14 @@ class _RuntimeOverride(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         overrides = list(getattr(namespace, self.dest, None) or [])
         setattr(namespace, self.dest, [*overrides, f"runtime={values}"])
+
+
+class _PrecisionOverride(argparse.Action):
+    """``--precision X`` is the override ``precision=X`` (checked as the option file's value is)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        overrides = list(getattr(namespace, self.dest, None) or [])
+        setattr(namespace, self.dest, [*overrides, f"precision={values}"])
 
 
 def check_common_arguments(args: argparse.Namespace) -> None:
