@@ -33,7 +33,6 @@ from sdsd.training.checkpoint import all_files_loadable, find_latest_state
 from sdsd.training.cli import RepeatedFailureError, check_repeated_failure, record_failure
 from sdsd.training.experiment import LOCK_NAME, ExperimentLock
 from sdsd.utils.io import remove_stale_temps
-from sdsd.utils.signals import Terminated, sigterm_as_interrupt
 
 
 def quiet(tmp_path, name="tiny", niter=2, **train_opts):
@@ -213,13 +212,28 @@ def test_item7_hostile_scene_names_are_refused(tmp_path):
 # -- 8: SIGTERM like Ctrl-C, stale temporary files removed at start --------------------------------------------------
 
 
-def test_item8_sigterm_becomes_keyboard_interrupt_and_is_restored():
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt) as err, sigterm_as_interrupt():
+_SIGTERM_CHILD = """
+import os, signal, time
+from sdsd.utils.signals import Terminated, sigterm_as_interrupt
+before = signal.getsignal(signal.SIGTERM)
+try:
+    with sigterm_as_interrupt():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler raises at the next bytecode
-    assert isinstance(err.value, Terminated) and err.value.signum == signal.SIGTERM
+    print("no interrupt")
+except KeyboardInterrupt as err:
+    assert isinstance(err, Terminated) and err.signum == signal.SIGTERM, repr(err)
     assert signal.getsignal(signal.SIGTERM) is before
+    print("interrupted, handler restored")
+"""
+
+
+def test_item8_sigterm_becomes_keyboard_interrupt_and_is_restored():
+    # In a process of its own: signalling the pytest process itself was seen to kill it with a SIGSEGV late in a
+    # full run (2026-12-04; not reproduced alone), which would hide every later result.
+    done = subprocess.run([sys.executable, "-c", _SIGTERM_CHILD], capture_output=True, text=True, timeout=120,
+                          env=env())
+    assert done.returncode == 0 and done.stdout.strip() == "interrupted, handler restored", done.stderr[-2000:]
 
 
 def test_item8_sigterm_to_train_py_cleans_up(tmp_path):
