@@ -37,6 +37,10 @@ def tiny(tmp_path_factory):
     return net, str(path)
 
 
+#: A fixed runtime, for tests about something other than the choice `auto` makes (tests/test_runtimes.py).
+FIXED = ("--runtime", "torch", "--precision", "fp32")
+
+
 def run_cli(*args: str) -> int:
     return main([*map(str, args), "--device", "cpu", "--quiet"])
 
@@ -70,7 +74,7 @@ def test_video_in_video_out_keeps_frames_size_rate_and_audio(tiny, tmp_path, cap
 def test_odd_size_video_with_mp2_audio(tiny, tmp_path):
     src = make_video(str(tmp_path / "in.mkv"), make_frames(10, 138, 170), fps=30, audio="mp2")
     out = tmp_path / "out.mkv"
-    assert run_cli(src, "-o", out, "--model", tiny[1]) == 0
+    assert run_cli(src, "-o", out, "--model", tiny[1], "--runtime", "torch", "--precision", "fp32") == 0
     info = probe(str(out))
     assert (info["width"], info["height"], info["frames"], info["fps"]) == (170, 138, 10, 30)
     assert info["audio"] == ["mp2"]
@@ -231,9 +235,9 @@ def test_report_measures_camera_and_flicker_without_changing_the_output(tiny, tm
     noisy = [np.clip(f.astype(np.float64) * 0.3 + rng.normal(0, 3, f.shape), 0, 255).astype(np.uint8) for f in base]
     src = make_video(str(tmp_path / "dark.mkv"), noisy, fps=10, audio=None)
     plain, measured = tmp_path / "plain", tmp_path / "measured"
-    assert run_cli(src, "-o", plain, "--model", tiny[1]) == 0
+    assert run_cli(src, "-o", plain, "--model", tiny[1], *FIXED) == 0
     capsys.readouterr()
-    assert run_cli(src, "-o", measured, "--model", tiny[1], "--report", "--compare") == 0
+    assert run_cli(src, "-o", measured, "--model", tiny[1], "--report", "--compare", *FIXED) == 0
     out = capsys.readouterr().out
     assert re.search(r"report: .*dark\.mkv: input noise std [0-9.e-]+ at its white level [0-9.]+", out), out
     assert re.search(r"^measured +8 +7 +[0-9.]+ +[0-9.]+$", out, flags=re.M), out  # 8 frames, 7 pairs
@@ -243,7 +247,7 @@ def test_report_measures_camera_and_flicker_without_changing_the_output(tiny, tm
     clips.mkdir()
     for name in ("a.mkv", "b.mkv"):
         os.link(src, clips / name)
-    assert run_cli(clips, "-o", tmp_path / "archive", "--model", tiny[1], "--report") == 0
+    assert run_cli(clips, "-o", tmp_path / "archive", "--model", tiny[1], "--report", *FIXED) == 0
     rows = json.loads((tmp_path / "archive" / "summary.json").read_text())["files"]
     assert [r["report"]["temporal"]["pairs"] for r in rows] == [7, 7]
     assert all(r["report"]["input_camera"]["frames_read"] == 2 for r in rows)  # every 4th of 8 frames

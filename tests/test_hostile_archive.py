@@ -41,6 +41,10 @@ def clips(tmp_path):
     return folder, paths
 
 
+#: The runtime, fixed where a test is about the archive, not about the choice `auto` makes (tests/test_runtimes.py).
+FIXED = ("--runtime", "torch", "--precision", "fp32")
+
+
 def run(*argv: str) -> int:
     try:
         return main([*argv, "--device", "cpu", "--quiet"])
@@ -110,18 +114,18 @@ def test_archive_into_its_own_input_folder_is_refused(clips, tmp_path, capsys):
 def test_resume_redoes_a_preview_or_another_models_output(clips, tmp_path, capsys):
     folder, (model, other) = clips
     out = tmp_path / "out"
-    assert run(str(folder), "-o", str(out), "--model", model, "--max-frames", "2") == 0
+    assert run(str(folder), "-o", str(out), "--model", model, "--max-frames", "2", *FIXED) == 0
     assert [count(out / f"clip{k}.mp4") for k in range(3)] == [2, 2, 2]
     capsys.readouterr()
-    assert run(str(folder), "-o", str(out), "--model", model) == 0  # the previews are not the job asked for
+    assert run(str(folder), "-o", str(out), "--model", model, *FIXED) == 0  # the previews are not the job asked for
     err = capsys.readouterr().err
     assert err.count("it was made with other settings (--max-frames)") == 3
     assert [count(out / f"clip{k}.mp4") for k in range(3)] == [3, 4, 5]
     stamps = {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out) if n.endswith(".mp4")}
-    assert run(str(folder), "-o", str(out), "--model", model) == 0
+    assert run(str(folder), "-o", str(out), "--model", model, *FIXED) == 0
     assert "0 done, 3 skipped (finished earlier), 0 failed" in capsys.readouterr().out
     assert {n: os.stat(out / n).st_mtime_ns for n in stamps} == stamps
-    assert run(str(folder), "-o", str(out), "--model", other) == 0
+    assert run(str(folder), "-o", str(out), "--model", other, *FIXED) == 0
     assert capsys.readouterr().err.count("made with another checkpoint") == 3
     summary = json.loads((out / "summary.json").read_text())
     assert [r["status"] for r in summary["files"]] == ["done"] * 3
