@@ -328,21 +328,21 @@ def evaluate(opt: dict, info: dist_utils.DistInfo, *, self_ensemble: bool | None
     results = score(engine, setup.dataset, protocol, info, progress=progress)
     if not info.is_main:
         return None
-    out = {
-        "psnr": results["psnr"],
-        "ssim": results["ssim"],
-        "scenes": results["scenes"],
-        "frames": results["frames"],
-        "protocol": preset_settings(protocol, setup.phase, setup.block),
-        "exposure_target": setup.exposure_target,
-        "checkpoint": opt["path"]["pretrain_model_G"],
-        "seconds_per_frame": results["seconds_per_frame"],
-        "name": opt.get("name"),
-        "device": str(info.device),
-        "world_size": info.world_size,
-        "engine": engine.describe(),
-        "checkpoint_keys": engine.checkpoint_keys,
-    }
+    return _record(results, opt, info, preset_settings(protocol, setup.phase, setup.block),
+                   {"exposure_target": setup.exposure_target, "checkpoint": opt["path"]["pretrain_model_G"]},
+                   {"engine": engine.describe(), "checkpoint_keys": engine.checkpoint_keys})
+
+
+def _record(results: dict, opt: dict, info, protocol: dict, source: dict, extra: dict | None = None) -> dict:
+    """The results record of a run (the ``metrics.json`` keys, in their order): the scores of :func:`score`, the
+    resolved ``protocol``, what was scored (``source``: checkpoint or predictions), the run's facts, ``extra``,
+    and the temporal block when the protocol asked for one."""
+    out = {key: results[key] for key in ("psnr", "ssim", "scenes", "frames")}
+    out["protocol"] = protocol
+    out.update(source)
+    out.update(seconds_per_frame=results["seconds_per_frame"], name=opt.get("name"), device=str(info.device),
+               world_size=info.world_size)
+    out.update(extra or {})
     if "temporal" in results:
         out["temporal"] = results["temporal"]
     return out
@@ -393,22 +393,8 @@ def evaluate_predictions(opt: dict, info: dist_utils.DistInfo, folder: str, *, p
                     frames=lambda work: iterate_predictions(predictions, dataset, work))
     if not info.is_main:
         return None
-    out = {
-        "psnr": results["psnr"],
-        "ssim": results["ssim"],
-        "scenes": results["scenes"],
-        "frames": results["frames"],
-        "protocol": preset_settings(protocol, phase, block),
-        "predictions": predictions.describe(),
-        "checkpoint": None,
-        "seconds_per_frame": results["seconds_per_frame"],
-        "name": opt.get("name"),
-        "device": str(info.device),
-        "world_size": info.world_size,
-    }
-    if "temporal" in results:
-        out["temporal"] = results["temporal"]
-    return out
+    return _record(results, opt, info, preset_settings(protocol, phase, block),
+                   {"predictions": predictions.describe(), "checkpoint": None})
 
 
 @cli_main
