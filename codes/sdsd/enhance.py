@@ -256,19 +256,10 @@ def _tee_inputs(frames: Iterable[np.ndarray], keep: deque) -> Iterator[np.ndarra
         yield frame
 
 
-def _as_unit(frame: np.ndarray) -> np.ndarray:
-    """A decoded or enhanced frame as the temporal metrics read it: uint8 as is, else float in [0, 1]."""
-    if frame.dtype == np.uint8:
-        return frame
-    if frame.dtype == np.uint16:
-        return frame.astype(np.float32) / np.float32(65535.0)
-    return frame
-
-
 def _measured(results: Iterable[np.ndarray], sources: deque, meter) -> Iterator[np.ndarray]:
     """``results`` unchanged, each enhanced frame handed with its input frame (from ``sources``) to ``meter``."""
     for frame in results:
-        meter.add(_as_unit(frame), _as_unit(sources.popleft()))
+        meter.add(frame, sources.popleft())
         yield frame
 
 

@@ -1,7 +1,7 @@
 """Temporal consistency of a video: warping error and flicker (docs/protocol.md#temporal-metrics).
 
-Both look at consecutive frames ``t - 1, t`` of one scene. Frames are ``H x W x 3`` **RGB** arrays, uint8 or float
-in [0, 1]; every computation is on float values in [0, 1] (a uint8 frame divided by 255). The evaluation hands in
+Both look at consecutive frames ``t - 1, t`` of one scene. Frames are ``H x W x 3`` **RGB** arrays, uint8, uint16 or
+float in [0, 1]; every computation is on float values in [0, 1] (:func:`to_unit`). The evaluation hands in
 the same uint8 images PSNR is computed on, so a prediction read back from a PNG gives the same numbers.
 
 Motion (:func:`estimate_motion`): dense optical flow from frame ``t`` to frame ``t - 1`` of a *reference* video
@@ -83,10 +83,13 @@ class Motion:
 
 
 def to_unit(frame: np.ndarray) -> np.ndarray:
-    """``frame`` as float32 in [0, 1]: a uint8 frame divided by 255, a float frame clipped."""
+    """``frame`` as float32 in [0, 1]: a uint8 frame divided by 255, a uint16 one (a deep video's) by 65535, a
+    float frame clipped."""
     frame = np.asarray(frame)
     if frame.dtype == np.uint8:
         return frame.astype(np.float32) / np.float32(255.0)
+    if frame.dtype == np.uint16:
+        return frame.astype(np.float32) / np.float32(65535.0)
     return np.clip(frame.astype(np.float32, copy=False), 0.0, 1.0)
 
 
