@@ -41,6 +41,12 @@ def clip_frames(photo: str, n: int, seed: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(img[y + k: y + k + H, x + 2 * k: x + 2 * k + W]) for k in range(n)]
 
 
+def clip_tensor(photo: str, n: int, seed: int):
+    """:func:`clip_frames` as the network takes them: ``n x 3 x H x W`` RGB float32 in [0, 1]."""
+    return torch.stack([torch.from_numpy(f[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255
+                        for f in clip_frames(photo, n, seed)])
+
+
 def darken(frame: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     low = frame.astype(np.float64) * 0.15 + rng.normal(0, 2, frame.shape)

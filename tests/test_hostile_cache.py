@@ -19,7 +19,7 @@ import time
 import cv2
 import pytest
 import torch
-from evaluation_helpers import H, W, aligning_tiny_net, clip_frames
+from evaluation_helpers import H, W, aligning_tiny_net, clip_frames, clip_tensor
 
 from sdsd import runtimes
 from sdsd.errors import UserError
@@ -43,8 +43,7 @@ def net():
 @pytest.fixture(scope="module")
 def frames():
     """Five real photograph crops, ``5 x 3 x H x W`` in [0, 1]."""
-    clip = clip_frames("astronaut", 5, seed=3)
-    return torch.stack([torch.from_numpy(f[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255 for f in clip])
+    return clip_tensor("astronaut", 5, seed=3)
 
 
 @pytest.fixture(scope="module")

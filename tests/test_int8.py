@@ -17,7 +17,7 @@ import sys
 
 import pytest
 import torch
-from evaluation_helpers import H, W, aligning_tiny_net, clip_frames
+from evaluation_helpers import H, W, aligning_tiny_net, clip_tensor
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -48,8 +48,7 @@ def net():
 @pytest.fixture(scope="module")
 def frames():
     """Seven real photograph crops, ``7 x 3 x H x W`` in [0, 1]."""
-    clip = clip_frames("astronaut", 7, seed=3)
-    return torch.stack([torch.from_numpy(f[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255 for f in clip])
+    return clip_tensor("astronaut", 7, seed=3)
 
 
 @pytest.fixture()

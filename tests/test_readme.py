@@ -146,12 +146,13 @@ def test_readme_has_the_commands_this_file_checks():
             assert re.search(rf"^{command.split()[1]}:", makefile, flags=re.M), command
 
 
-#: README commands that read what another README command writes: {part of the command: the command that writes it}.
+#: README commands that read what another README command writes:
+#: {part of the command: (the command that writes it, what it writes)}.
 PREREQUISITES = {
-    "--predictions results/indoor-sdsd-results": "python qualitative_test.py -opt options/test/test_in_sdsd.yml",
-    "sdsd.tools.temporal bright.mp4": "python -m sdsd.enhance dark.mp4 -o bright.mp4 --model indoor"}
-PREREQUISITES_WRITE = {"--predictions results/indoor-sdsd-results": "results/indoor-sdsd-results",
-                       "sdsd.tools.temporal bright.mp4": "bright.mp4"}
+    "--predictions results/indoor-sdsd-results": (
+        "python qualitative_test.py -opt options/test/test_in_sdsd.yml", "results/indoor-sdsd-results"),
+    "sdsd.tools.temporal bright.mp4": ("python -m sdsd.enhance dark.mp4 -o bright.mp4 --model indoor", "bright.mp4"),
+}
 
 
 def _multi_process(command: str) -> bool:
@@ -174,8 +175,8 @@ def test_readme_command_runs(command, workdir):
                 writer.add_scalar("loss/total", 10.0 / step, step)
                 writer.add_scalar("val/psnr", 20.0 + step, step)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for needed, first in PREREQUISITES.items():  # a command that reads what an earlier README command wrote
-        if needed in command and not os.path.exists(workdir / PREREQUISITES_WRITE[needed]):
+    for needed, (first, writes) in PREREQUISITES.items():  # a command that reads what another one writes
+        if needed in command and not os.path.exists(workdir / writes):
             done = subprocess.run(shrink(first), cwd=workdir, capture_output=True, text=True, env=env, timeout=300)
             assert done.returncode == 0, f"{first}\n{done.stderr[-3000:]}"
     done = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, env=env, timeout=300)

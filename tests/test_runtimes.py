@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from evaluation_helpers import H, W, aligning_tiny_net, clip_frames, make_sdsd_tree, overrides, set_args
+from evaluation_helpers import H, W, aligning_tiny_net, clip_tensor, make_sdsd_tree, overrides, set_args
 
 from sdsd import runtimes
 from sdsd.data.windows import index_generation
@@ -45,8 +45,7 @@ def net():
 @pytest.fixture(scope="module")
 def frames():
     """Seven real photograph crops, ``7 x 3 x H x W`` in [0, 1] (H, W multiples of 16)."""
-    clip = clip_frames("astronaut", 7, seed=3)
-    return torch.stack([torch.from_numpy(f[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255 for f in clip])
+    return clip_tensor("astronaut", 7, seed=3)
 
 
 def max_diff(a, b) -> float:
